@@ -1,0 +1,38 @@
+# Two commands set everything up: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+STAMP := $(VENV)/.installed
+# CPU-only machines build sam2 without its CUDA extension.
+SAM2_BUILD_CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && echo 1 || echo 0)
+
+.PHONY: env demo test bench clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch + torchvision first: sam2 builds against them (no build isolation, or pip
+	# fetches a second torch just to build it).
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) "setuptools>=61" wheel
+	SAM2_BUILD_CUDA=$(SAM2_BUILD_CUDA) $(PIP) --no-build-isolation "sam2>=1.1"
+	$(PIP) -e ".[dev]"
+	# An ffmpeg binary for deliverable transcodes and the benches: the static one imageio-ffmpeg ships.
+	ln -sf "$$($(PY) -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" $(VENV)/bin/ffmpeg
+	$(VENV)/bin/ffmpeg -hide_banner -version | head -1
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/voidbatch demo --out demo_out
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/decode.py
+
+clean:
+	rm -rf $(VENV) demo_out .voidbatch .pytest_cache

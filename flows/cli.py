@@ -1,0 +1,87 @@
+"""`voidbatch`: the command line. Each command is a few lines over shots/, storage/ or a flow."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Remove objects and their effects from the shots of an edit with VOID.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """voidbatch: batch VOID object removal over an edit."""
+
+EditArg = Annotated[Path, typer.Argument(help="The edit: .otio, CMX 3600 .edl or FCP 7 .xml")]
+RateOpt = Annotated[Optional[str], typer.Option("--rate", help="Frame rate of an EDL (24, 25, 23.976, 24000/1001)")]
+HandlesOpt = Annotated[int, typer.Option("--handles", min=0, help="Handle frames each side, clamped to the media")]
+ShotsOpt = Annotated[Optional[Path], typer.Option("--shots", help="Sidecar shot list (.json/.csv) keyed by clip name")]
+RelinkOpt = Annotated[Optional[Path], typer.Option("--relink", help="Folder to find media in by file name or reel")]
+
+
+def _ingest(edit: Path, rate: str | None, handles: int, shots: Path | None, relink: Path | None):
+    from shots.frames import normalize_rate
+    from shots.ingest import EditError, IngestOptions, ingest
+    from shots.sidecar import SidecarError
+
+    try:
+        options = IngestOptions(rate=normalize_rate(rate) if rate else None, handles=handles,
+                                sidecar=str(shots) if shots else None, relink_dir=str(relink) if relink else None)
+        return ingest(edit, options)
+    except (EditError, SidecarError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def plan(edit: EditArg, rate: RateOpt = None, handles: HandlesOpt = 8, shots: ShotsOpt = None,
+         relink: RelinkOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout")] = False):
+    """Show the shots of an edit, their source ranges with handles, and their chunks."""
+    from shots.plan import plan_chunks
+
+    plan_rows = []
+    for shot in _ingest(edit, rate, handles, shots, relink):
+        chunks = plan_chunks(shot.frames) if shot.frames > 0 else []
+        plan_rows.append({
+            "shot_id": shot.shot_id, "clip_name": shot.clip_name, "track": shot.track,
+            "rate": _rate(shot.rate), "source_in": shot.source_range.start,
+            "source_out": shot.source_range.end_exclusive, "frames": shot.frames,
+            "handles": list(shot.handles), "media": shot.media.path if shot.media else None,
+            "flagged": shot.flagged, "problem": shot.problem,
+            "chunks": [{"start": c.start, "end": c.end, "padded_to": c.padded_to} for c in chunks],
+        })
+    if as_json:
+        sys.stdout.write(json.dumps({"shots": plan_rows}, indent=2) + "\n")
+        return
+    table = Table(title=f"{edit.name}: {len(plan_rows)} clips, {sum(r['flagged'] for r in plan_rows)} flagged")
+    for col in ("shot", "track", "in", "out", "frames", "handles", "chunks", "flagged", "media / problem"):
+        table.add_column(col)
+    for r in plan_rows:
+        note = r["problem"] and f"[red]{r['problem']}[/red]" or (r["media"] or "")
+        table.add_row(r["shot_id"], r["track"], str(r["source_in"]), str(r["source_out"]), str(r["frames"]),
+                      "{}+{}".format(*r["handles"]), " ".join(f"{c['start']}-{c['end']}/{c['padded_to']}"
+                                                            for c in r["chunks"]),
+                      "yes" if r["flagged"] else "", note)
+    Console().print(table)
+
+
+def _rate(rate) -> str:
+    from shots.frames import rate_str
+
+    return rate_str(rate)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
