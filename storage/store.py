@@ -39,8 +39,9 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
 
 def _clean_key(key: str) -> str:
     """A relative '/'-key with no '..', no absolute part and no empty segments."""
-    parts = [p for p in str(key).replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
+    text = str(key).replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not parts or text.startswith("/") or any(p == ".." for p in parts):
         raise StoreError(f"invalid artifact key {key!r}: keys are relative and may not contain '..'")
     return "/".join(parts)
 
@@ -94,12 +95,13 @@ class ArtifactStore:
             raise StoreError(f"no artifact at {self.uri(key)}") from e
 
     def list(self, prefix: str = "") -> list[str]:
-        """Keys of finished files under `prefix`, sorted (temp '.partial' files are not listed)."""
+        """Keys of finished files under `prefix`, sorted (temp '.partial' and hidden files are not listed)."""
         base = self.path(prefix) if prefix else self.root
         if not self.fs.exists(base):
             return []
         keys = (self.key_of(str(f)) for f in self.fs.find(base))
-        return sorted(k for k in keys if ".partial" not in k.rsplit("/", 1)[-1])
+        names = ((k, k.rsplit("/", 1)[-1]) for k in keys)
+        return sorted(k for k, name in names if ".partial" not in name and not name.startswith("."))
 
     def local_path(self, key: str) -> str:
         """A local file holding `key`: the file itself when local, a cached download otherwise."""
