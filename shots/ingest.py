@@ -82,19 +82,26 @@ def ingest(edit_path: str | os.PathLike, options: IngestOptions = IngestOptions(
     timeline = read_edit(edit_path, options.rate)
     side = sidecar.read_from_file(options.sidecar) if options.sidecar else {}
     media_index = _MediaIndex(options.relink_dir) if options.relink_dir else None
+    shots = [_shot_from_clip(clip, shot_id, track_name, i, edit_path, options, side, media_index)
+             for track_name, i, clip, shot_id in iter_video_clips(timeline)]
+    unused = set(side) - {s.clip_name for s in shots} - {s.shot_id for s in shots}
+    for name in sorted(unused):
+        log.warning("shot list %s names clip %r, which is not in %s", options.sidecar, name, edit_path)
+    return shots
+
+
+def iter_video_clips(timeline: otio.schema.Timeline):
+    """(track name, clip index, clip, shot id) for every video clip, in the order shots are made.
+
+    Conform walks the edit again with this, so a shot id always finds its clip.
+    """
     ids = ShotIds()
-    shots: list[Shot] = []
     for t, track in enumerate(timeline.video_tracks(), start=1):
         track_name = track.name or f"V{t}"
         for i, clip in enumerate(track.find_clips()):
             if isinstance(clip.media_reference, otio.schema.GeneratorReference):
                 continue  # titles, bars: nothing to remove
-            shot_id = ids.claim(clip.name, fallback=f"{track_name}_clip{i + 1:03d}")
-            shots.append(_shot_from_clip(clip, shot_id, track_name, i, edit_path, options, side, media_index))
-    unused = set(side) - {s.clip_name for s in shots} - {s.shot_id for s in shots}
-    for name in sorted(unused):
-        log.warning("shot list %s names clip %r, which is not in %s", options.sidecar, name, edit_path)
-    return shots
+            yield track_name, i, clip, ids.claim(clip.name, fallback=f"{track_name}_clip{i + 1:03d}")
 
 
 def _shot_from_clip(clip, shot_id, track_name, index, edit_path, options, side, media_index) -> Shot:
