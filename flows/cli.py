@@ -73,6 +73,77 @@ def plan(edit: EditArg, rate: RateOpt = None, handles: HandlesOpt = 8, shots: Sh
     Console().print(table)
 
 
+OutOpt = Annotated[Path, typer.Option("--out", help="Output folder or fsspec URI (results, manifest, conform)")]
+
+
+@app.command()
+def run(edit: EditArg, out: OutOpt,
+        backend: Annotated[str, typer.Option(help="auto | classical | void")] = "auto",
+        passes: Annotated[int, typer.Option(help="1, or 2 for VOID's warped-noise refinement")] = 1,
+        format: Annotated[str, typer.Option("--format", help="png | exr | prores")] = "png",
+        shots: ShotsOpt = None, relink: RelinkOpt = None, rate: RateOpt = None, handles: HandlesOpt = 8,
+        seed: Annotated[int, typer.Option(help="Base seed; each chunk's seed derives from shot id and chunk")] = 0):
+    """Run the batch over an edit: every flagged shot gets a new clean-plate version."""
+    from tasks.options import RunOptions
+
+    try:
+        RunOptions(out=str(out), backend=backend, passes=passes, format=format, rate=rate, handles=handles)
+        if passes == 2 and backend == "classical":
+            raise ValueError("--passes 2 is VOID's refinement; the classical backend has one pass")
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    from flows.runner import run_batch
+
+    rows, failed = run_batch(edit=str(edit), out=str(out), backend=backend, passes=passes, format=format,
+                             rate=rate, handles=handles, shots_file=str(shots) if shots else None,
+                             relink=str(relink) if relink else None, seed=seed)
+    _print_rows(rows, title=f"{edit.name} -> {out}")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def status(out: OutOpt):
+    """Each shot's latest attempt, from the manifest in OUT."""
+    from storage import manifest
+    from storage.store import ArtifactStore
+
+    rows = list(manifest.latest_by_shot(manifest.read_shots(ArtifactStore(str(out)))).values())
+    if not rows:
+        err.print(f"no manifest in {out}")
+        raise typer.Exit(2)
+    _print_rows(rows, title=f"{out}: latest attempt per shot")
+
+
+@app.command()
+def demo(out: OutOpt = Path("demo_out")):
+    """Generate a sample edit with known clean plates, run the batch on it, score it against the truth."""
+    from flows.runner import run_demo
+
+    rows, scores, failed = run_demo(str(out))
+    _print_rows(rows, title="demo batch")
+    table = Table(title="quality against the known clean plates")
+    for col in ("shot", "frames", "PSNR in removal region (dB)", "PSNR whole frame (dB)"):
+        table.add_column(col)
+    for shot_id, s in scores.items():
+        table.add_row(shot_id, str(s["frames"]), f"{s['psnr_region_db']:.2f}", f"{s['psnr_frame_db']:.2f}")
+    Console().print(table)
+    Console().print(f"results: {out}/shots  conformed edit: {out}/conform  manifest: {out}/manifest")
+    raise typer.Exit(1 if failed else 0)
+
+
+def _print_rows(rows: list[dict], title: str) -> None:
+    colour = {"done": "green", "failed": "red", "skipped": "yellow", "degraded": "yellow"}
+    table = Table(title=title)
+    for col in ("shot", "status", "frames", "seconds", "output / error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        st = r["status"]
+        table.add_row(r["shot_id"], f"[{colour.get(st, 'white')}]{st}[/]", str(r.get("frames") or ""),
+                      f"{r['seconds']:.1f}" if r.get("seconds") else "",
+                      r.get("output_uri") or r.get("error") or "")
+    Console().print(table)
+
+
 def _rate(rate) -> str:
     from shots.frames import rate_str
 

@@ -1,0 +1,103 @@
+"""The removal-backend interface: one chunk in, the same chunk with the object gone out.
+
+Backends differ wildly (VOID on a GPU, a classical CPU fallback) but the pipeline must not care:
+it hands a `RemovalRequest` at model resolution to whatever `get_backend` returns and relies on
+the contract below. `version` goes into the manifest and the cache keys, so a backend must change
+it whenever its output for the same request could change.
+
+Contract every backend keeps:
+- the output has the input's shape, dtype uint8;
+- pixels where the quadmask is 255 (keep) are bit-identical to the input.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+QUADMASK_VALUES = (0, 63, 127, 255)
+KEEP = 255
+
+# name -> "module:attribute" of a factory taking **options; imported lazily so asking for the
+# classical backend never imports torch/diffusers.
+_BACKENDS: dict[str, str] = {
+    "classical": "model.classical:ClassicalBackend",
+}
+
+_VALID = np.zeros(256, bool)
+_VALID[list(QUADMASK_VALUES)] = True
+
+
+@dataclass(frozen=True)
+class RemovalRequest:
+    """One chunk at model resolution: frames, quadmask, the prompt for the scene after removal, seed."""
+
+    frames: np.ndarray  # (T,H,W,3) uint8 RGB
+    quadmask: np.ndarray  # (T,H,W) uint8 in {0, 63, 127, 255}
+    prompt: str = ""  # what the scene looks like after removal (VOID uses it; classical ignores it)
+    seed: int = 0
+
+    def __post_init__(self):
+        f, q = self.frames, self.quadmask
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3:
+            raise ValueError(f"frames must be a (T,H,W,3) uint8 array, got {_describe(f)}")
+        if not isinstance(q, np.ndarray) or q.dtype != np.uint8 or q.shape != f.shape[:3]:
+            raise ValueError(
+                f"quadmask must be a (T,H,W) uint8 array matching frames {f.shape[:3]}, got {_describe(q)}")
+        if f.shape[0] < 1:
+            raise ValueError("a request needs at least one frame")
+        # A lossy-decoded mask (values like 3 or 250) would silently turn keep pixels into holes;
+        # readers must re-quantize (<=31 -> 0, <=95 -> 63, <=191 -> 127, else 255) first.
+        if not _VALID[q].all():
+            bad = np.unique(q[~_VALID[q]])[:8].tolist()
+            raise ValueError(f"quadmask values must be in {QUADMASK_VALUES}; found {bad} (re-quantize it first)")
+
+    @property
+    def keep(self) -> np.ndarray:
+        """(T,H,W) bool: pixels the backend must return unchanged."""
+        return self.quadmask == KEEP
+
+
+@runtime_checkable
+class RemovalBackend(Protocol):
+    """What the pipeline needs from a backend; see the module docstring for the contract."""
+
+    name: str
+    version: str
+
+    def remove(self, request: RemovalRequest, progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """(T,H,W,3) uint8: `request.frames` with the removal region regenerated."""
+        ...
+
+
+def known_backends() -> tuple[str, ...]:
+    return tuple(sorted(_BACKENDS))
+
+
+def get_backend(name: str, **options) -> RemovalBackend:
+    """The backend called `name`, built with `options` (backend-specific keyword arguments)."""
+    target = _BACKENDS.get(name)
+    if target is None:
+        raise ValueError(f"unknown removal backend {name!r}; known backends: {', '.join(known_backends())}")
+    module, attr = target.split(":")
+    factory = getattr(importlib.import_module(module), attr)
+    return factory(**options)
+
+
+def enforce_keep(request: RemovalRequest, output: np.ndarray) -> np.ndarray:
+    """Copy keep pixels from the input into `output` (in place) so the contract holds exactly.
+
+    Backends that work in another colour space or resolution (VAE round trips) call this last.
+    """
+    if output.shape != request.frames.shape or output.dtype != np.uint8:
+        raise ValueError(f"backend output {_describe(output)} does not match input {request.frames.shape} uint8")
+    np.copyto(output, request.frames, where=request.keep[..., None])
+    return output
+
+
+def _describe(a) -> str:
+    if isinstance(a, np.ndarray):
+        return f"array shape={a.shape} dtype={a.dtype}"
+    return type(a).__name__

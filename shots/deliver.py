@@ -1,0 +1,117 @@
+"""Deliverable writers: PNG/EXR sequences from frame 1001, or ProRes 4444 .mov with source timecode.
+
+Writers put files in a local staging folder; the caller publishes the folder as an immutable
+version (`ArtifactStore.publish_dir`), so an interrupted render never looks like a finished one.
+EXR frames hold display-referred code values / 255 in half float, not scene-linear light.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FIRST_FRAME = 1001
+FORMATS = ("png", "exr", "prores")
+
+
+def version_name(shot_id: str, version: int) -> str:
+    return f"{shot_id}_void_v{version:03d}"
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg next to the interpreter (the Makefile links one into .venv/bin), else imageio-ffmpeg's."""
+    beside = Path(os.sys.executable).with_name("ffmpeg")
+    if beside.exists():
+        return str(beside)
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+class SequenceWriter:
+    """`{name}.{frame:04d}.{ext}` files from `first_frame` on."""
+
+    def __init__(self, folder: Path, name: str, fmt: str = "png", first_frame: int = FIRST_FRAME):
+        if fmt not in ("png", "exr"):
+            raise ValueError(f"sequence format must be png or exr, got {fmt!r}")
+        self.folder, self.name, self.fmt, self.frame = Path(folder), name, fmt, first_frame
+        self.first_frame = first_frame
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, rgb: np.ndarray) -> None:
+        path = self.folder / f"{self.name}.{self.frame:04d}.{self.fmt}"
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        if self.fmt == "png":
+            ok = cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        else:
+            ok = cv2.imwrite(str(path), bgr.astype(np.float32) / 255.0,
+                             [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_HALF])
+        if not ok:
+            raise OSError(f"could not write frame {path}")
+        self.frame += 1
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def pattern(self) -> str:
+        return f"{self.name}.####.{self.fmt}"
+
+
+class ProResWriter:
+    """ProRes 4444 (prores_ks profile 4, 10-bit 4:4:4, bt709-tagged) with a timecode track."""
+
+    def __init__(self, path: Path, width: int, height: int, rate: Fraction, timecode: str | None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.path.with_suffix(".ffmpeg.log"), "wb")
+        cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-r", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:",
+               "-vf", "scale=out_color_matrix=bt709:out_range=tv", "-c:v", "prores_ks", "-profile:v", "4",
+               "-pix_fmt", "yuv444p10le", "-vendor", "apl0", "-colorspace", "bt709", "-color_primaries", "bt709",
+               "-color_trc", "bt709", "-color_range", "tv"]
+        if timecode:
+            cmd += ["-timecode", timecode]
+        cmd.append(str(self.path))
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._log)
+
+    def write(self, rgb: np.ndarray) -> None:
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
+        except BrokenPipeError:
+            self.close()
+
+    def close(self) -> None:
+        if self._proc.stdin and not self._proc.stdin.closed:
+            self._proc.stdin.close()
+        code = self._proc.wait()
+        self._log.close()
+        log_path = self.path.with_suffix(".ffmpeg.log")
+        message = log_path.read_text(errors="replace").strip()
+        log_path.unlink(missing_ok=True)
+        if code != 0:
+            raise OSError(f"ffmpeg failed writing {self.path}: {message[-500:]}")
+
+
+def contact_sheet(pairs: list[tuple[int, np.ndarray, np.ndarray]], path: Path, thumb_width: int = 480) -> None:
+    """Before | after rows for a few frames, labelled with their deliverable frame numbers."""
+    rows = []
+    for frame, before, after in pairs:
+        h, w = before.shape[:2]
+        th = max(1, round(h * thumb_width / w))
+        cells = []
+        for label, img in (("before", before), ("after", after)):
+            small = cv2.resize(img, (thumb_width, th), interpolation=cv2.INTER_AREA)
+            small = np.ascontiguousarray(small[..., ::-1])
+            cv2.putText(small, f"{frame} {label}", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(small, f"{frame} {label}", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+            cells.append(small)
+        rows.append(np.hstack([cells[0], np.full((th, 4, 3), 32, np.uint8), cells[1]]))
+    sheet = np.vstack([np.vstack([r, np.full((4, r.shape[1], 3), 32, np.uint8)]) for r in rows])
+    if not cv2.imwrite(str(path), sheet):
+        raise OSError(f"could not write contact sheet {path}")

@@ -1,0 +1,199 @@
+"""Prepare a shot for removal: validate its mask, choose the ROI, cut model-size chunks to the store.
+
+The plate is decoded once, streaming: each frame is cropped to the ROI, scaled to 384x672 and
+appended to the chunks that hold it; a chunk is encoded (lossless FFV1) as soon as its last frame
+arrives, so memory holds at most two chunks at model size whatever the shot's length and
+resolution. Chunks are content-addressed (hash of their pixels), and a finished preparation is
+recorded in `prepared.json`, written last, so a rerun reuses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from shots import quadmask as qm
+from shots.composite import KEEP, crop_resize
+from shots.media import MediaError, probe, read_frames, write_video_lossless
+from shots.plan import Chunk, plan_chunks
+from shots.roi import MODEL_SIZE, Box, choose_roi, region_bbox
+from shots.shot import Shot
+from storage.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+MASK_SOURCES = ("quadmask", "matte")
+
+
+class ShotError(Exception):
+    """This shot cannot be processed; the message names the shot and the file."""
+
+    def __init__(self, shot_id: str, message: str):
+        super().__init__(f"shot {shot_id}: {message}")
+        self.shot_id = shot_id
+
+
+class NothingToRemove(ShotError):
+    """The mask keeps every pixel: the shot is skipped, not failed."""
+
+
+@dataclass(frozen=True)
+class ChunkInput:
+    chunk: Chunk
+    plate_key: str
+    mask_key: str
+    content_sha256: str  # of the chunk's plate and mask pixels
+
+
+@dataclass(frozen=True)
+class PreparedShot:
+    shot: Shot
+    roi: Box
+    mask_source: str
+    mask_path: str  # source-resolution mask used again at conform
+    mask_offset: int  # mask file index of the shot's first frame
+    work_key: str  # store folder of this shot's intermediates
+    chunks: tuple[ChunkInput, ...]
+
+    def mask_frames(self) -> Iterator[np.ndarray]:
+        """The shot's quadmask at source resolution, frame by frame (mattes become remove/keep)."""
+        return _mask_frames(self.mask_source, self.mask_path, self.mask_offset, self.shot.frames)
+
+    def to_dict(self) -> dict:
+        return {"shot": self.shot.to_dict(), "roi": self.roi.as_list(), "mask_source": self.mask_source,
+                "mask_path": self.mask_path, "mask_offset": self.mask_offset, "work_key": self.work_key,
+                "chunks": [{"chunk": asdict(c.chunk), "plate_key": c.plate_key, "mask_key": c.mask_key,
+                            "content_sha256": c.content_sha256} for c in self.chunks]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreparedShot:
+        return cls(shot=Shot.from_dict(d["shot"]), roi=Box(*d["roi"]), mask_source=d["mask_source"],
+                   mask_path=d["mask_path"], mask_offset=d["mask_offset"], work_key=d["work_key"],
+                   chunks=tuple(ChunkInput(Chunk(**c["chunk"]), c["plate_key"], c["mask_key"], c["content_sha256"])
+                                for c in d["chunks"]))
+
+
+def _mask_frames(source: str, path: str, offset: int, count: int) -> Iterator[np.ndarray]:
+    for m in qm.read_mask_frames(path, start=offset, count=count):
+        if source == "matte":  # binary roto: the object is white
+            yield np.where(m >= 127, np.uint8(0), np.uint8(255))
+        else:
+            yield m
+
+
+def _file_stamp(path: str) -> str:
+    """Cheap identity of a file (or a sequence's folder) for cache keys: path, size, mtime."""
+    p = path if os.path.exists(path) else os.path.dirname(path)
+    st = os.stat(p)
+    return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def resolve_mask(shot: Shot) -> tuple[str, str, int]:
+    """(source, path, offset) of the shot's mask; raises ShotError when it does not fit the plate."""
+    ins = shot.instructions
+    if ins is None or not ins.actionable:
+        raise ShotError(shot.shot_id, "no removal instructions")
+    if ins.quadmask:
+        source, path = "quadmask", ins.quadmask
+    elif ins.matte:
+        source, path = "matte", ins.matte
+    else:
+        raise ShotError(shot.shot_id, "needs a quadmask or a matte: masks from points/boxes (SAM2) are not "
+                                      "available in this build")
+    if not os.path.exists(path) and not ("#" in path or "%" in path):
+        raise ShotError(shot.shot_id, f"{source} file not found: {path}")
+    try:
+        info = probe(path)
+    except MediaError as e:
+        raise ShotError(shot.shot_id, f"unreadable {source}: {e}") from None
+    media = shot.media
+    if (info.width, info.height) != (media.width, media.height):
+        raise ShotError(shot.shot_id, f"{source} {path} is {info.width}x{info.height} but the plate "
+                                      f"{media.path} is {media.width}x{media.height}")
+    # frame i of the mask is frame i of the media file, unless mask_start_frame says where it starts
+    offset = shot.file_start - (ins.mask_start_frame or 0)
+    if offset < 0 or offset + shot.frames > info.frames:
+        raise ShotError(shot.shot_id, f"{source} {path} has {info.frames} frames (starting at media frame "
+                                      f"{ins.mask_start_frame or 0}) but the shot needs media frames "
+                                      f"{shot.file_start}-{shot.file_start + shot.frames - 1}")
+    return source, path, offset
+
+
+def shot_work_key(shot: Shot, mask_path: str, params: str = "") -> str:
+    ident = "|".join([_file_stamp(shot.media.path), str(shot.source_range), _file_stamp(mask_path), params])
+    return f"work/{shot.shot_id}/{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], None] | None = None,
+                 model_size: tuple[int, int] = MODEL_SIZE) -> PreparedShot:
+    """Validate the mask, choose the ROI, and write the shot's model-size chunks to the store."""
+    if shot.problem:
+        raise ShotError(shot.shot_id, shot.problem)
+    source, mask_path, offset = resolve_mask(shot)
+    work_key = shot_work_key(shot, mask_path, f"{model_size}")
+    record_key = f"{work_key}/prepared.json"
+    if store.exists(record_key):
+        prepared = PreparedShot.from_dict(json.loads(store.get_bytes(record_key)))
+        if all(store.exists(c.plate_key) and store.exists(c.mask_key) for c in prepared.chunks):
+            log.info("shot %s: reusing prepared chunks in %s", shot.shot_id, store.uri(work_key))
+            return prepared
+
+    # Pass 1 over the mask: where is anything removed or affected?
+    union = None
+    for m in _mask_frames(source, mask_path, offset, shot.frames):
+        region = m != KEEP
+        union = region if union is None else (union | region)
+    bbox = region_bbox(union) if union is not None else None
+    if bbox is None:
+        raise NothingToRemove(shot.shot_id, f"{source} {mask_path} keeps every pixel: nothing to remove")
+    media = shot.media
+    roi = choose_roi(bbox, media.width, media.height, model_size=model_size)
+    log.info("shot %s: region %s, working on %s of %dx%d", shot.shot_id, bbox.as_list(), roi.as_list(),
+             media.width, media.height)
+
+    # Pass 2: plate and mask, streamed into chunks.
+    chunks = plan_chunks(shot.frames)
+    full = roi.is_full(media.width, media.height)
+    try:
+        plates = read_frames(media.path, shot.file_start, shot.frames, size=model_size if full else None)
+        masks = _mask_frames(source, mask_path, offset, shot.frames)
+        inputs = list(_write_chunks(shot, chunks, plates, masks, roi, full, model_size, store, work_key, progress))
+    except MediaError as e:
+        raise ShotError(shot.shot_id, str(e)) from None
+    prepared = PreparedShot(shot=shot, roi=roi, mask_source=source, mask_path=mask_path, mask_offset=offset,
+                            work_key=work_key, chunks=tuple(inputs))
+    store.put_bytes(record_key, json.dumps(prepared.to_dict(), indent=1).encode())
+    return prepared
+
+
+def _write_chunks(shot, chunks, plates, masks, roi, full, model_size, store, work_key, progress):
+    open_frames: dict[int, tuple[list, list, "hashlib._Hash"]] = {}
+    rate = shot.rate
+    for t, (plate, mask) in enumerate(zip(plates, masks)):
+        small = plate if full else crop_resize(plate, roi, model_size)
+        small_mask = qm.resize_mask(mask[roi.slices()], model_size)
+        for c in chunks:
+            if c.start <= t < c.end:
+                frames, mframes, h = open_frames.setdefault(c.index, ([], [], hashlib.sha256()))
+                frames.append(small)
+                mframes.append(small_mask)
+                h.update(small.tobytes())
+                h.update(small_mask.tobytes())
+            if t == c.end - 1:
+                frames, mframes, h = open_frames.pop(c.index)
+                plate_key = f"{work_key}/c{c.index:03d}.plate.mkv"
+                mask_key = f"{work_key}/c{c.index:03d}.quadmask.mkv"
+                with store.writing(plate_key) as tmp:
+                    write_video_lossless(tmp, frames, rate)
+                with store.writing(mask_key) as tmp:
+                    qm.write_quadmask(tmp, mframes, rate)
+                yield ChunkInput(c, plate_key, mask_key, h.hexdigest())
+        if progress is not None:
+            progress((t + 1) / shot.frames)
+    if open_frames:
+        raise ShotError(shot.shot_id, f"plate {shot.media.path} ended early: chunks {sorted(open_frames)} incomplete")

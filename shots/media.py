@@ -1,0 +1,598 @@
+"""Frame-exact, streaming frame I/O for plates, masks and lossless intermediates.
+
+Movies are decoded with PyAV, in process: a seek lands on a keyframe at or before the wanted frame
+and frames are then dropped by their integer pts index, so a range is exact on long-GOP H.264 with
+B-frames and at 24000/1001 (no float `-ss` rounding, no pipes to deadlock, no child processes).
+Colour conversion and resizing run in one libavfilter graph (`scale=...:flags=area`, the CLI's own
+path: its pixels match `ffmpeg -vf scale=W:H:flags=area` bit for bit and it is cheaper than
+`to_ndarray(width=, height=)`). Frames stream one at a time, so memory is bounded whatever the count.
+
+Image sequences ('plate.####.png', 'plate.%04d.png' or one frame of them) are read with OpenCV
+(png/jpg/tif...) or, for EXR and DPX, which this OpenCV build cannot read, with PyAV's image
+decoders. 16-bit and float images become 8-bit RGB.
+
+Lossless intermediates are FFV1 in Matroska (RGB as bgr0, gray as gray8): bit-exact round trips,
+written under a temporary name and renamed, so a file that exists is complete.
+
+Frame indices in this module are 0-based file frames; `MediaInfo.start_frame` maps them to source
+frame numbers (timecode or sequence numbering).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.filter
+import numpy as np
+
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # honoured only if cv2 was not imported yet
+import cv2  # noqa: E402
+
+from shots.frames import frames_from_timecode, normalize_rate  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# Read with OpenCV; every other image extension goes to PyAV's image2 decoders (exr, dpx, ...).
+_CV2_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+IMAGE_EXTS = _CV2_EXTS | {".exr", ".dpx", ".tga"}
+DEFAULT_SEQUENCE_RATE = Fraction(24)
+
+_HASHES = re.compile(r"#+")
+_PRINTF = re.compile(r"%(\d*)d")
+_FRAME_IN_NAME = re.compile(r"^(?P<head>.*?)(?P<digits>\d+)(?P<tail>\.[^.]+)$")
+
+# Channel layouts iter_frames can return.
+RGB = "rgb"  # (H, W, 3) uint8
+NATIVE = "native"  # gray sources stay (H, W); everything else is RGB
+SINGLE = "single"  # (H, W): luma of gray/YUV sources, first (red) channel of RGB sources
+
+
+class MediaError(Exception):
+    """A media file is missing, unreadable or not what was asked; the message names file and frame."""
+
+    def __init__(self, path, problem: str, frame: int | None = None):
+        self.path, self.problem, self.frame = str(path), problem, frame
+        where = self.path if frame is None else f"{self.path}, frame {frame}"
+        super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):  # keep it picklable across worker processes
+        return (type(self), (self.path, self.problem, self.frame))
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a plate is: size, exact rate, exact frame count and where frame 0 sits in source time."""
+
+    path: str  # local path; for sequences the '#' pattern, e.g. '/x/plate.####.exr'
+    kind: str  # 'movie' | 'sequence'
+    width: int
+    height: int
+    rate: Fraction
+    frames: int
+    start_frame: int  # source frame number of file frame 0 (timecode at `rate`, or first sequence number)
+    timecode: str | None
+    pix_fmt: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Image sequences
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    directory: Path
+    head: str
+    pad: int | None  # None: a single still image without a frame number
+    tail: str
+
+    @property
+    def pattern(self) -> str:
+        if self.pad is None:
+            return str(self.directory / self.head)
+        return str(self.directory / f"{self.head}{'#' * self.pad}{self.tail}")
+
+    def frame_path(self, number: int) -> Path:
+        if self.pad is None:
+            return self.directory / self.head
+        return self.directory / f"{self.head}{number:0{self.pad}d}{self.tail}"
+
+    def numbers(self) -> list[int]:
+        """Frame numbers on disk, sorted; a gap is an error naming the first missing file."""
+        if self.pad is None:
+            if not (self.directory / self.head).is_file():
+                raise MediaError(self.pattern, "no such file")
+            return [0]
+        if not self.directory.is_dir():
+            raise MediaError(self.pattern, f"directory {self.directory} does not exist")
+        rx = re.compile(rf"^{re.escape(self.head)}(-?\d+){re.escape(self.tail)}$")
+        found = []
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                m = rx.match(entry.name)
+                if m and f"{int(m.group(1)):0{self.pad}d}" == m.group(1):
+                    found.append(int(m.group(1)))
+        if not found:
+            raise MediaError(self.pattern, "no frames match this pattern")
+        found.sort()
+        if found[-1] - found[0] + 1 != len(found):
+            have = set(found)
+            missing = next(n for n in range(found[0], found[-1] + 1) if n not in have)
+            raise MediaError(
+                self.pattern,
+                f"frame {missing} is missing ({self.frame_path(missing).name}); "
+                f"frames on disk span {found[0]}-{found[-1]}",
+            )
+        return found
+
+
+def _as_sequence(path) -> _Sequence | None:
+    """The sequence `path` names ('#' or printf pattern, or one image file), or None for a movie."""
+    p = Path(path)
+    name = p.name
+    if "#" in name:
+        runs = _HASHES.findall(name)
+        if len(runs) != 1:
+            raise MediaError(path, "a sequence pattern needs exactly one run of '#'")
+        head, tail = name.split(runs[0], 1)
+        return _Sequence(p.parent, head, len(runs[0]), tail)
+    m = _PRINTF.search(name)
+    if m:
+        return _Sequence(p.parent, name[: m.start()], int(m.group(1) or 1), name[m.end():])
+    if p.suffix.lower() in IMAGE_EXTS:
+        m = _FRAME_IN_NAME.match(name)
+        if m:
+            return _Sequence(p.parent, m.group("head"), len(m.group("digits")), m.group("tail"))
+        return _Sequence(p.parent, name, None, "")
+    return None
+
+
+def _read_image(path: Path, layout: str, require_8bit: bool) -> np.ndarray:
+    """One image file as uint8 in `layout`; 16-bit is rounded to 8, float clipped to 0..1 then x255."""
+    if path.suffix.lower() in _CV2_EXTS:
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if a is None:
+            problem = "cannot read image (empty or not an image)" if path.exists() else "frame file is missing"
+            raise MediaError(path, problem)
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[..., 0]
+        if a.ndim == 3:
+            a = cv2.cvtColor(a, cv2.COLOR_BGRA2RGB if a.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    else:
+        if not path.exists():
+            raise MediaError(path, "frame file is missing")
+        a = _read_image_av(path)
+    if require_8bit and a.dtype != np.uint8:
+        raise MediaError(path, f"expected 8-bit samples, found {a.dtype} ({_sample_desc(a)})")
+    a = _to_uint8(a, path)
+    return _layout(a, layout)
+
+
+def _read_image_av(path: Path) -> np.ndarray:
+    """EXR/DPX and other images OpenCV cannot read, via PyAV, keeping their precision."""
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+    except (av.FFmpegError, OSError, StopIteration) as e:
+        raise MediaError(path, f"cannot decode image: {e}") from e
+    fmt = frame.format
+    colour = [c for c in fmt.components if not c.is_alpha]
+    gray = len(colour) == 1
+    bits = max(c.bits for c in colour)
+    if "f32" in fmt.name or "f16" in fmt.name:
+        return frame.to_ndarray(format="grayf32le" if gray else "gbrpf32le", channel_last=True)
+    if bits > 8:
+        return frame.to_ndarray(format="gray16le" if gray else "rgb48le")
+    return frame.to_ndarray(format="gray" if gray else "rgb24")
+
+
+def _sample_desc(a: np.ndarray) -> str:
+    return f"{a.dtype}, shape {a.shape}"
+
+
+def _to_uint8(a: np.ndarray, where) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
+    if a.dtype.kind == "f":
+        return np.rint(np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise MediaError(where, f"unsupported sample type {_sample_desc(a)}")
+
+
+def _layout(a: np.ndarray, layout: str) -> np.ndarray:
+    if a.ndim == 2:
+        return np.repeat(a[..., None], 3, axis=2) if layout == RGB else a
+    return a[..., 0] if layout == SINGLE else a
+
+
+def _iter_sequence(seq: _Sequence, numbers: list[int], start: int, count: int | None, size, layout, require_8bit):
+    stop = len(numbers) if count is None else start + count
+    for index in range(start, stop):
+        if index >= len(numbers):
+            raise MediaError(seq.pattern, f"has {len(numbers)} frames; frame {index} (file index) is missing")
+        a = _read_image(seq.frame_path(numbers[index]), layout, require_8bit)
+        if size is not None and a.shape[:2] != tuple(size):
+            a = cv2.resize(a, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        yield a
+
+
+# ---------------------------------------------------------------------------------------------
+# Movies
+
+
+def _open(path):
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as e:
+        raise MediaError(path, f"cannot open: {e}") from e
+    if not container.streams.video:
+        container.close()
+        raise MediaError(path, "has no video stream")
+    return container
+
+
+def _stream_rate(stream, path) -> Fraction:
+    """Exact frame rate; average_rate unless it is an odd fraction and guessed_rate is a clean one."""
+    rates = [Fraction(r) for r in (stream.average_rate, stream.guessed_rate, stream.base_rate) if r]
+    if not rates:
+        raise MediaError(path, "stream has no frame rate")
+    rate = rates[0]
+    if rate.denominator not in (1, 1001):
+        clean = [r for r in rates if r.denominator in (1, 1001) and abs(r - rate) / rate < Fraction(1, 1000)]
+        try:
+            rate = clean[0] if clean else normalize_rate(float(rate))
+        except ValueError as e:
+            raise MediaError(path, f"frame rate {rate} is not constant or not exact: {e}") from e
+    return rate
+
+
+def _timecode(container) -> str | None:
+    """Timecode tag of the video stream, any other stream (MOV tmcd) or the container."""
+    sources = [container.streams.video[0].metadata]
+    sources += [s.metadata for s in container.streams if s is not container.streams.video[0]]
+    sources.append(container.metadata)
+    for meta in sources:
+        for key, value in meta.items():
+            if key.lower() == "timecode" and value:
+                return value
+    return None
+
+
+def _count_packets(container, stream) -> int:
+    """Frame count by demuxing (no decode): containers such as MKV don't store one."""
+    return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _check_bits(fmt, path, frame=None):
+    if fmt is None:
+        return
+    bits = max(c.bits for c in fmt.components)
+    if bits > 8:
+        raise MediaError(path, f"expected 8-bit samples, found {fmt.name} ({bits}-bit)", frame)
+
+
+class _Converter:
+    """Pixel format conversion and resize of decoded frames through one libavfilter graph.
+
+    The graph is rebuilt only if the frame geometry or format changes mid-stream.
+    """
+
+    def __init__(self, out_format: str, size: tuple[int, int] | None, flags: str = "area"):
+        self.out_format, self.size, self.flags = out_format, size, flags
+        self._key = None
+        self._graph = None
+
+    def __call__(self, frame) -> np.ndarray:
+        same_size = self.size is None or (frame.height, frame.width) == self.size
+        if frame.format.name == self.out_format and same_size:
+            return frame.to_ndarray()
+        key = (frame.width, frame.height, frame.format.name, int(frame.colorspace), int(frame.color_range))
+        if key != self._key:
+            self._graph, self._key = self._build(frame), key
+        self._graph.push(frame)
+        return self._graph.pull().to_ndarray()
+
+    def _build(self, frame):
+        graph = av.filter.Graph()
+        src = graph.add(
+            "buffer",
+            video_size=f"{frame.width}x{frame.height}",
+            pix_fmt=str(int(av.VideoFormat(frame.format.name))),
+            time_base=str(frame.time_base or Fraction(1, 1000)),
+            pixel_aspect="1/1",
+            colorspace=str(int(frame.colorspace)),
+            range=str(int(frame.color_range)),
+        )
+        chain = [src]
+        if self.size is not None:
+            chain.append(graph.add("scale", f"{self.size[1]}:{self.size[0]}:flags={self.flags}"))
+        chain.append(graph.add("format", self.out_format))
+        chain.append(graph.add("buffersink"))
+        for a, b in zip(chain, chain[1:]):
+            a.link_to(b)
+        graph.configure()
+        return graph
+
+
+def _out_format(stream_fmt, layout: str) -> str:
+    if layout == RGB:
+        return "rgb24"
+    if stream_fmt is None:
+        return "rgb24"
+    colour = [c for c in stream_fmt.components if not c.is_alpha]
+    if len(colour) == 1:
+        return "gray"
+    if layout == SINGLE and not stream_fmt.is_rgb:
+        return "gray"  # luma; equals R for masks stored with R=G=B
+    return "rgb24"
+
+
+def _seek(container, stream, pts: int) -> None:
+    """Seek `stream` to the keyframe at or before `pts` (a hook for tests that simulate bad demuxers)."""
+    container.seek(pts, stream=stream, backward=True, any_frame=False)
+
+
+def _iter_movie(path, start: int, count: int | None, size, layout: str, require_8bit: bool):
+    """Frames [start, start+count) by pts index: seek back to a keyframe, drop the pre-roll."""
+    end = None if count is None else start + count
+    if count == 0:
+        return
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = _stream_rate(stream, path)
+        tb = stream.time_base
+        t0 = stream.start_time or 0
+        if require_8bit:
+            _check_bits(stream.codec_context.format, path)
+        convert = None
+        expected = start
+        backoff = 0
+        while True:
+            # Seek so the first decoded frame is at or before `start`. Demuxers seek on dts, so a
+            # keyframe just after `start` can be chosen; then step further back and try again.
+            target = start - backoff
+            if target > 0:
+                _seek(container, stream, t0 + int(Fraction(target) / rate / tb))
+            elif backoff:
+                _seek(container, stream, t0)
+            restart = False
+            last = None
+            try:
+                for frame in container.decode(stream):
+                    if frame.pts is None:
+                        if last is None:
+                            raise MediaError(path, "decoded frame has no timestamp; cannot index it", expected)
+                        index = last + 1
+                    else:
+                        index = round((frame.pts - t0) * tb * rate)
+                    if last is None and index > start:
+                        if target <= 0:
+                            raise MediaError(path, f"first decodable frame is {index}; earlier ones are missing",
+                                             expected)
+                        log.debug("%s: seek for frame %d landed on frame %d; seeking further back", path, start, index)
+                        restart = True
+                        break
+                    last = index
+                    if index < expected:
+                        continue  # pre-roll from the keyframe
+                    if index > expected:
+                        raise MediaError(
+                            path, f"missing: the decoder went from frame {expected - 1} to {index} "
+                            "(variable frame rate or damaged file)", expected)
+                    if convert is None:
+                        if require_8bit:
+                            _check_bits(frame.format, path, index)
+                        convert = _Converter(_out_format(frame.format, layout), size)
+                    yield convert(frame)
+                    expected += 1
+                    if end is not None and expected >= end:
+                        return
+            except av.FFmpegError as e:
+                raise MediaError(path, f"decode failed: {e}", expected) from e
+            if not restart:
+                break
+            backoff = max(16, backoff * 2)
+        if end is not None and expected < end:
+            raise MediaError(path, f"has only {expected} frames, asked for {start}..{end - 1}", expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def probe(path, sequence_rate=None) -> MediaInfo:
+    """Size, exact rate and frame count, and the source frame number of file frame 0.
+
+    Image sequences carry no rate: `sequence_rate` (default 24) is used for them.
+    """
+    seq = _as_sequence(path)
+    if seq is not None:
+        numbers = seq.numbers()
+        a = _read_native(seq.frame_path(numbers[0]))
+        return MediaInfo(
+            path=seq.pattern, kind="sequence", width=a.shape[1], height=a.shape[0],
+            rate=normalize_rate(sequence_rate if sequence_rate is not None else DEFAULT_SEQUENCE_RATE),
+            frames=len(numbers), start_frame=numbers[0] if seq.pad is not None else 0,
+            timecode=None, pix_fmt=_describe(a),
+        )
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        rate = _stream_rate(stream, path)
+        frames = stream.frames or _count_packets(container, stream)
+        timecode = _timecode(container)
+        start_frame = 0
+        if timecode:
+            try:
+                start_frame = frames_from_timecode(timecode, rate)
+            except ValueError as e:
+                raise MediaError(path, f"timecode {timecode!r} is not valid at {rate} fps: {e}") from e
+        fmt = stream.codec_context.format
+        return MediaInfo(
+            path=str(path), kind="movie", width=stream.codec_context.width, height=stream.codec_context.height,
+            rate=rate, frames=frames, start_frame=start_frame, timecode=timecode,
+            pix_fmt=fmt.name if fmt is not None else "unknown",
+        )
+
+
+def _read_native(path: Path) -> np.ndarray:
+    if path.suffix.lower() in _CV2_EXTS:
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if a is None:
+            raise MediaError(path, "cannot read image")
+        return a
+    return _read_image_av(path)
+
+
+def _describe(a: np.ndarray) -> str:
+    """A pix_fmt-like name for an image array: rgb24, gray, rgb48, gray16, rgbf32, rgba..."""
+    channels = 1 if a.ndim == 2 else a.shape[2]
+    base = {1: "gray", 3: "rgb", 4: "rgba"}.get(channels, f"{channels}ch")
+    depth = {np.dtype(np.uint8): "", np.dtype(np.uint16): "16", np.dtype(np.float32): "f32"}.get(a.dtype, str(a.dtype))
+    if base == "rgb" and depth == "":
+        return "rgb24"
+    if base == "rgb" and depth == "16":
+        return "rgb48"
+    return base + depth
+
+
+def iter_frames(path, start: int = 0, count: int | None = None, size: tuple[int, int] | None = None,
+                *, layout: str = RGB, require_8bit: bool = False) -> Iterator[np.ndarray]:
+    """Frames [start, start+count) (count None: to the end) of a movie or sequence, one at a time.
+
+    The shared reader behind read_frames, read_video and quadmask.read_mask_frames. Arguments are
+    checked now; decoding starts on the first next(). `layout`: RGB, NATIVE or SINGLE (see above).
+    size=(height, width) resizes with area scaling. require_8bit rejects >8-bit media (masks).
+    """
+    if not isinstance(start, (int, np.integer)) or start < 0:
+        raise MediaError(path, f"start must be a non-negative int, got {start!r}")
+    if count is not None and (not isinstance(count, (int, np.integer)) or count < 0):
+        raise MediaError(path, f"count must be a non-negative int or None, got {count!r}")
+    if size is not None:
+        if len(size) != 2 or min(size) < 1:
+            raise MediaError(path, f"size must be (height, width) >= 1, got {size!r}")
+        size = (int(size[0]), int(size[1]))
+    if layout not in (RGB, NATIVE, SINGLE):
+        raise ValueError(f"layout must be one of {RGB!r}, {NATIVE!r}, {SINGLE!r}, got {layout!r}")
+    start, count = int(start), None if count is None else int(count)
+    seq = _as_sequence(path)
+    if seq is not None:
+        numbers = seq.numbers()
+        if count is not None and start + count > len(numbers):
+            first_missing = max(start, len(numbers))
+            raise MediaError(seq.pattern, f"has {len(numbers)} frames; asked for file frames "
+                             f"{start}..{start + count - 1}", first_missing)
+        return _iter_sequence(seq, numbers, start, count, size, layout, require_8bit)
+    if not Path(path).exists():
+        raise MediaError(path, "no such file")
+    if count is not None:
+        with _open(path) as container:  # fail now when the header already says it is too short
+            stated = container.streams.video[0].frames
+        if stated and start + count > stated:
+            raise MediaError(path, f"has {stated} frames; asked for frames {start}..{start + count - 1}",
+                             max(start, stated))
+    return _iter_movie(path, start, count, size, layout, require_8bit)
+
+
+def read_frames(path, start: int, count: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """`count` RGB uint8 frames (H, W, 3) from file frame `start` (0-based), exact and streaming.
+
+    size=(height, width) resizes during colour conversion with area scaling. Too few frames raises
+    MediaError naming the file and the first missing frame (now if the header says so, else when reached).
+    """
+    if count is None:
+        raise MediaError(path, "read_frames needs a frame count (use iter_frames to read to the end)")
+    return iter_frames(path, start, count, size, layout=RGB)
+
+
+def read_video(path) -> Iterator[np.ndarray]:
+    """Every frame of a (lossless intermediate) movie or sequence; gray stays (H, W), else RGB."""
+    return iter_frames(path, 0, None, None, layout=NATIVE)
+
+
+def _check_frame(path, index: int, a: np.ndarray, shape) -> None:
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise MediaError(path, f"expected uint8 (H, W, 3) RGB or (H, W) gray, got {_sample_desc(a)}", index)
+    if shape is not None and a.shape != shape:
+        raise MediaError(path, f"shape {a.shape} differs from frame 0's {shape}", index)
+
+
+def write_video_lossless(path, frames: Iterable[np.ndarray], rate, *, timecode: str | None = None) -> int:
+    """FFV1 .mkv: RGB (H, W, 3) as bgr0, gray (H, W) as gray8; bit-exact. Returns the frame count.
+
+    Written under a hidden temporary name beside `path` and renamed when complete, so a reader
+    never sees a partial file; on any error the temporary file is removed.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".mkv":
+        raise MediaError(path, "lossless intermediates are FFV1 in Matroska; the name must end in .mkv")
+    rate = normalize_rate(rate)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    count = 0
+    try:
+        with av.open(str(tmp), "w", format="matroska") as out:
+            stream, shape, fmt = None, None, None
+            for a in frames:
+                a = np.asarray(a)
+                _check_frame(path, count, a, shape)
+                if stream is None:
+                    shape = a.shape
+                    fmt = "gray" if a.ndim == 2 else "rgb24"
+                    stream = out.add_stream("ffv1", rate=rate)
+                    stream.width, stream.height = a.shape[1], a.shape[0]
+                    stream.pix_fmt = "gray" if a.ndim == 2 else "bgr0"
+                    stream.codec_context.gop_size = 1  # every frame a keyframe: cheap exact seeks
+                    stream.codec_context.thread_count = 0
+                    stream.options = {"level": "3", "slicecrc": "1"}
+                    if timecode:
+                        stream.metadata["timecode"] = timecode
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format=fmt)
+                frame.pts = count
+                frame.time_base = 1 / rate
+                out.mux(stream.encode(frame))
+                count += 1
+            if stream is None:
+                raise MediaError(path, "no frames to write")
+            out.mux(stream.encode(None))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_png_sequence(pattern, frames: Iterable[np.ndarray], first_frame: int = 1001) -> int:
+    """PNG frames (RGB or gray uint8) numbered from `first_frame`; each file written atomically."""
+    seq = _as_sequence(pattern)
+    if seq is None or seq.pad is None or seq.tail.lower() != ".png":
+        raise MediaError(pattern, "expected a PNG sequence pattern such as 'name.####.png' or 'name.%04d.png'")
+    seq.directory.mkdir(parents=True, exist_ok=True)
+    count, shape = 0, None
+    for a in frames:
+        a = np.asarray(a)
+        target = seq.frame_path(first_frame + count)
+        _check_frame(target, count, a, shape)
+        shape = a.shape
+        ok, data = cv2.imencode(".png", a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise MediaError(target, "PNG encoding failed")
+        _write_atomic(target, data.tobytes())
+        count += 1
+    return count
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

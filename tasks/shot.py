@@ -1,0 +1,45 @@
+"""Tasks for one shot: prepare chunks, remove, conform, record. Each calls one library function."""
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from model import removal
+from model.select import load_backend
+from shots import conform, extract
+from storage import manifest
+from storage.store import ArtifactStore
+
+
+@task(name="prepare-shot", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def prepare_shot(shot, out: str, progress=None) -> extract.PreparedShot:
+    """Validate the mask, choose the ROI, write model-size plate and mask chunks to the store."""
+    prepared = extract.prepare_shot(shot, ArtifactStore(out), progress=progress)
+    get_run_logger().info("shot %s: %d chunks, ROI %s", shot.shot_id, len(prepared.chunks), prepared.roi.as_list())
+    return prepared
+
+
+@task(name="remove-chunk", tags=["removal"], retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      task_run_name="remove-{shot_id}-c{chunk.chunk.index}")
+def remove_chunk(chunk: extract.ChunkInput, shot_id: str, work_key: str, prompt: str, backend: str, out: str,
+                 seed: int, rate, progress=None) -> removal.ChunkResult:
+    """One chunk through the removal backend; a stored result with the same content key is reused."""
+    return removal.remove_chunk(chunk, load_backend(backend), ArtifactStore(out), work_key, shot_id, prompt,
+                                seed, rate, progress=progress)
+
+
+@task(name="conform-shot", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResult], out: str, fmt: str,
+                 progress=None) -> conform.Deliverable:
+    """Stitch, composite into the full-resolution plate, publish a new version."""
+    outputs = {r.chunk_index: r.output_key for r in results}
+    return conform.conform_shot(prepared, outputs, ArtifactStore(out), fmt, progress=progress)
+
+
+@task(name="record-shot", cache_policy=NO_CACHE)
+def record_shot(out: str, shot_row: dict, chunk_rows: list[dict]) -> None:
+    """Merge this shot's rows into the manifest now, so a batch killed later loses nothing."""
+    store = ArtifactStore(out)
+    if chunk_rows:
+        manifest.record_chunks(store, chunk_rows)
+    manifest.record_shots(store, [shot_row])
