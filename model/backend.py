@@ -24,6 +24,7 @@ KEEP = 255
 # classical backend never imports torch/diffusers.
 _BACKENDS: dict[str, str] = {
     "classical": "model.classical:ClassicalBackend",
+    "void": "model.void.backend:VoidBackend",
 }
 
 _VALID = np.zeros(256, bool)

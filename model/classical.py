@@ -209,6 +209,9 @@ def _integer_shift(M: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> bool:
     return bool(np.abs(d - np.rint(d[:, :1])).max() < 0.02)
 
 
+_REMAP_WIDTH = 16384
+
+
 class _Sampler:
     """Reads a source frame at the positions where a target frame's pixels land (via homography M).
 
@@ -236,8 +239,15 @@ class _Sampler:
     def values(self, img: np.ndarray, sel: np.ndarray) -> np.ndarray:
         if self.exact:
             return img[self.yi[sel], self.xi[sel]].astype(np.float32)
-        u, v = self.u[sel][None], self.v[sel][None]
-        return cv2.remap(img, u, v, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)[0].astype(np.float32)
+        u, v = self.u[sel], self.v[sel]
+        # remap's maps are images: at most 32767 columns, so long point lists go in rows of that width.
+        n, width = len(u), _REMAP_WIDTH
+        rows = -(-n // width) if n else 1
+        pad = rows * width - n
+        um = np.pad(u, (0, pad)).reshape(rows, width)
+        vm = np.pad(v, (0, pad)).reshape(rows, width)
+        got = cv2.remap(img, um, vm, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        return got.reshape(rows * width, -1)[:n].astype(np.float32)
 
 
 def _exposure_gain(target: np.ndarray, source: np.ndarray) -> np.ndarray | None:

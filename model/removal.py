@@ -24,6 +24,10 @@ from storage.store import ArtifactStore
 log = logging.getLogger(__name__)
 
 
+class RemovalError(RuntimeError):
+    """A backend failed on a chunk; the message names the shot, the chunk and its frames."""
+
+
 def chunk_seed(shot_id: str, chunk_index: int, base_seed: int = 0) -> int:
     """A chunk's seed from shot id and chunk index: results never depend on batch order."""
     digest = hashlib.sha256(f"{base_seed}:{shot_id}:{chunk_index}".encode()).digest()
@@ -67,7 +71,12 @@ def remove_chunk(chunk: ChunkInput, backend: RemovalBackend, store: ArtifactStor
     mask = np.stack(list(read_video(store.local_path(chunk.mask_key))))
     request = RemovalRequest(frames=frames, quadmask=mask, prompt=prompt, seed=seed)
     log.info("shot %s chunk %d: %s on %d frames", shot_id, chunk.chunk.index, backend.name, len(frames))
-    output = enforce_keep(request, backend.remove(request, progress=progress))
+    try:
+        output = enforce_keep(request, backend.remove(request, progress=progress))
+    except Exception as e:
+        c = chunk.chunk
+        raise RemovalError(f"shot {shot_id}: chunk {c.index} (frames {c.start}-{c.end - 1}) failed in the "
+                           f"{backend.name} backend: {type(e).__name__}: {e}") from e
     with store.writing(out_key) as tmp:
         write_video_lossless(tmp, output, rate)
     return ChunkResult(chunk.chunk.index, out_key, key, False, time.perf_counter() - t0, peak_rss_mb(), seed)

@@ -105,6 +105,12 @@ class FrameRange:
         """SMPTE timecode of `frame` (default: start); 29.97/59.94 default to drop-frame like OTIO."""
         frame = self.start if frame is None else frame
         r = float(self.rate)
+        if not otio.opentime.RationalTime.is_valid_timecode_rate(r):
+            # Not a SMPTE rate (e.g. 12 fps): count nominal frames per second, non-drop.
+            fps = max(1, round(r))
+            sign, frame = ("-" if frame < 0 else ""), abs(frame)
+            ss, ff = divmod(frame, fps)
+            return f"{sign}{ss // 3600:02d}:{ss // 60 % 60:02d}:{ss % 60:02d}:{ff:02d}"
         t = otio.opentime.RationalTime(frame, r)
         if drop_frame is None:
             return otio.opentime.to_timecode(t, r)

@@ -170,3 +170,17 @@ def test_synthetic_scene_truth_matches_plate_outside_mask(scenes, kind):
     assert (scene.plate[~keep] != scene.clean[~keep]).any(axis=-1).mean() > 0.5
     a, b = make_scene(kind, 6, H, W, seed=9), make_scene(kind, 6, H, W, seed=9)
     assert np.array_equal(a.plate, b.plate) and np.array_equal(a.quadmask, b.quadmask)
+
+
+def test_large_hole_beyond_remap_limits():
+    """A hole of more than 32767 pixels (cv2.remap's map-size limit) on a sub-pixel pan."""
+    from model.backend import RemovalRequest
+    from model.classical import ClassicalBackend
+    from shots.synthetic import make_scene
+
+    scene = make_scene("pan", 12, 384, 672, seed=3)
+    mask = scene.quadmask.copy()
+    mask[:, 100:300, 150:400] = 0  # 50,000 pixels
+    out = ClassicalBackend().remove(RemovalRequest(scene.plate, mask))
+    keep = mask == 255
+    assert np.array_equal(out[keep], scene.plate[keep])

@@ -70,6 +70,10 @@ def test_drop_frame_timecode_at_2997():
     assert frames_from_timecode("00:10:00;00", rate) == 17982
 
 
+def test_timecode_at_non_smpte_rate():
+    assert FrameRange(12 * 3661 + 5, 1, Fraction(12)).timecode() == "01:01:01:05"
+
+
 def test_frame_range_clamp_and_extend():
     media = FrameRange(100, 50, Fraction(24))
     cut = FrameRange(104, 10, Fraction(24))

@@ -1,0 +1,141 @@
+"""The `void` removal backend: VOID pass 1 on diffusers behind the `RemovalBackend` contract.
+
+One request is one chunk at model resolution (T frames, 1 <= T <= 197). The chunk is mirror-padded to
+the next valid VOID length (85, 93, ..., 197; `shots.plan.padded_length`), run through
+`VoidPass1Pipeline` with a generator seeded from `request.seed` alone, trimmed back to T frames,
+rounded to uint8, and keep pixels are copied back bit-exactly (`enforce_keep`).
+
+Reference behaviour matched: ping-pong padding (section 1.3: the first padded frame repeats the last real
+frame). Deliberate differences, all listed in the note's section 7: padded frames are dropped instead of
+delivered; float -> uint8 rounds instead of truncating; keep pixels are composited back; one generator per
+chunk instead of one per process, so results never depend on batch order.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+
+from model.backend import RemovalRequest, enforce_keep
+from model.void.loading import load_void_pass1
+from model.void.pipeline_void import NOISE_AUG_STRENGTH, WINDOW_LATENTS, WINDOW_OVERLAP
+from shots.plan import padded_length
+
+log = logging.getLogger(__name__)
+
+# Bump when a code change alters the output for the same request and weights (it is part of `version`).
+PIPELINE_REVISION = 1
+
+
+def mirror_indices(frames: int, target: int) -> np.ndarray:
+    """Frame indices that ping-pong pad `frames` frames to `target`: 0..L-1, L-1..0, 0..L-1, ..."""
+    if frames < 1 or target < frames:
+        raise ValueError(f"cannot mirror-pad {frames} frames to {target}")
+    period = np.concatenate([np.arange(frames), np.arange(frames - 1, -1, -1)])
+    return period[np.arange(target) % len(period)]
+
+
+class VoidBackend:
+    """VOID pass 1 (Netflix's CogVideoX-Fun fine-tune) on a model directory; see the module docstring.
+
+    Args:
+        model_dir: local path or fsspec URI of the model directory (`model.void.loading`).
+        steps: DDIM steps (the reference CLI hard-codes 30; its notebook and config use 50).
+        guidance: classifier-free guidance scale; pass 1 runs at 1.0 (no CFG, negative prompt unused).
+        negative_prompt: used only when guidance > 1.
+        mode: memory mode, `full`, `model_offload` or `sequential_offload` (CUDA only; ignored on CPU).
+        device, dtype: default CUDA + bf16 when available, else CPU + fp32.
+        batch_windows: run a step's temporal windows in one transformer call (same math, faster on a GPU).
+        compile: `torch.compile` the transformer blocks (CUDA only).
+        noise_aug: noise on the conditioning video; None follows the base config's `add_noise_in_inpaint_model`
+            (0.0563 when set, as the reference does).
+        cache_dir: local cache for fsspec model copies and file hashes.
+        embeddings_dir: optional directory that keeps prompt embeddings across processes.
+    """
+
+    name = "void"
+
+    def __init__(self, model_dir, steps: int = 50, guidance: float = 1.0, negative_prompt: str = "",
+                 mode: str = "full", device=None, dtype=None, *, batch_windows: bool = True, compile: bool = False,
+                 noise_aug: float | None = None, cache_dir=None, embeddings_dir=None, storage_options=None):
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.steps = int(steps)
+        self.guidance = float(guidance)
+        self.negative_prompt = negative_prompt
+        self.batch_windows = batch_windows
+        warm = [negative_prompt] if self.guidance > 1.0 else []
+        self.model = load_void_pass1(model_dir, mode=mode, device=device, dtype=dtype, cache_dir=cache_dir,
+                                     embeddings_dir=embeddings_dir, warm_prompts=warm,
+                                     storage_options=storage_options)
+        self.pipeline = self.model.pipeline
+        self.pipeline.set_progress_bar_config(disable=True)
+        if noise_aug is None:
+            noise_aug = NOISE_AUG_STRENGTH if self.model.add_noise_in_inpaint_model else 0.0
+        self.noise_aug = float(noise_aug)
+        self.compiled = bool(compile and self.model.device.type == "cuda")
+        if compile and not self.compiled:
+            log.info("compile=True ignored on %s", self.model.device)
+        if self.compiled:
+            compile_transformer(self.pipeline.transformer)
+        neg = hashlib.sha256(negative_prompt.encode()).hexdigest()[:8] if self.guidance > 1.0 else "none"
+        dtype_name = str(self.model.dtype).removeprefix("torch.")
+        self.version = (f"pass1.r{PIPELINE_REVISION}+w{self.model.weights_sha256[:12]}+steps{self.steps}"
+                        f"+cfg{self.guidance:g}+neg{neg}+aug{self.noise_aug:g}+win{WINDOW_LATENTS}o{WINDOW_OVERLAP}"
+                        f"+{dtype_name}+bw{int(batch_windows)}+compile{int(self.compiled)}")
+        log.info("void backend %s on %s (%s)", self.version, self.model.device, self.model.mode)
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.model.weights_sha256
+
+    def remove(self, request: RemovalRequest, progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """(T,H,W,3) uint8: the chunk with the quadmask's remove/affected regions regenerated."""
+        frames = request.frames.shape[0]
+        length = padded_length(frames)
+        index = mirror_indices(frames, length)
+        prompt_embeds = self.model.prompts.get(request.prompt)
+        negative = self.model.prompts.get(self.negative_prompt) if self.guidance > 1.0 else None
+        generator = torch.Generator(device="cpu").manual_seed(int(request.seed))
+
+        def on_step(_pipe, i, _t, _tensors):
+            if progress is not None:
+                progress(0.05 + 0.9 * (i + 1) / self.steps)
+            return {}
+
+        if progress is not None:
+            progress(0.0)
+        try:
+            output = self.pipeline(
+                video=request.frames[index],
+                quadmask=request.quadmask[index],
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative,
+                num_inference_steps=self.steps,
+                guidance_scale=self.guidance,
+                generator=generator,
+                noise_aug_strength=self.noise_aug,
+                batch_windows=self.batch_windows,
+                callback_on_step_end=on_step,
+                output_type="np",
+            ).frames[0]
+        finally:
+            self.model.release_device_memory()
+        # Deliberate difference: the reference truncates to uint8 (x*255 cast); rounding avoids a -0.5 LSB bias.
+        result = np.clip(np.rint(output[:frames] * 255.0), 0, 255).astype(np.uint8)
+        result = enforce_keep(request, np.ascontiguousarray(result))
+        if progress is not None:
+            progress(1.0)
+        return result
+
+
+def compile_transformer(transformer: torch.nn.Module) -> None:
+    """Compile the repeated transformer blocks (one graph reused 42 times); whole-model compile as fallback."""
+    if getattr(transformer, "_repeated_blocks", None) and hasattr(transformer, "compile_repeated_blocks"):
+        transformer.compile_repeated_blocks(fullgraph=True)
+    else:
+        for block in transformer.transformer_blocks:
+            block.compile(fullgraph=True)

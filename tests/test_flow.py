@@ -1,0 +1,234 @@
+"""The batch flow end to end on a real (temporary) Prefect server: generated edits and the VOID samples."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import opentimelineio as otio
+import pytest
+
+from shots import quadmask as qm
+from shots.media import probe, read_frames, write_video_lossless
+from shots.sample_edit import score_against_truth, write_sample_edit
+from storage import manifest
+from storage.store import ArtifactStore
+from tests.conftest import ROOT, shared
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=240):
+        yield
+
+
+def _seq_frames(out: Path, row: dict) -> list[np.ndarray]:
+    folder = Path(row["output_uri"])
+    files = sorted(folder.glob(f"{row['shot_id']}_void_v{row['version']:03d}.*.png"))
+    return [cv2.imread(str(f))[..., ::-1] for f in files], files
+
+
+def _keep_identical(source: np.ndarray, out: np.ndarray, mask: np.ndarray, margin: int) -> bool:
+    """Pixels more than `margin` px away from anything the mask removes or affects are untouched."""
+    region = (mask != 255).astype(np.uint8)
+    near = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))) > 0
+    return bool(np.array_equal(source[~near], out[~near]))
+
+
+@pytest.fixture(scope="module")
+def generated_edit(tmp_path_factory):
+    """Five clips: two to process (one of two chunks), a mask of the wrong size, an all-keep mask, no instructions."""
+    folder = tmp_path_factory.mktemp("edit")
+    edit, samples = write_sample_edit(folder, height=192, width=336, shots=(
+        ("sh010", "static", 60, 1), ("sh020", "pan", 230, 2), ("sh030", "static", 40, 3),
+        ("sh040", "static", 40, 4), ("sh050", "static", 40, 5)))
+    tl = otio.adapters.read_from_file(str(edit))
+    clips = {c.name: c for c in tl.find_clips()}
+    media = folder / "media"
+    small = np.full((40, 96, 168), 0, np.uint8)
+    qm.write_quadmask(media / "wrong_size.mkv", small, 24)
+    qm.write_quadmask(media / "all_keep.mkv", np.full((40, 192, 336), 255, np.uint8), 24)
+    clips["sh030"].metadata["voidbatch"] = {"prompt": "x", "quadmask": str(media / "wrong_size.mkv")}
+    clips["sh040"].metadata["voidbatch"] = {"prompt": "x", "quadmask": str(media / "all_keep.mkv")}
+    del clips["sh050"].metadata["voidbatch"]
+    otio.adapters.write_to_file(tl, str(edit))
+    return edit, {s.clip_name: s for s in samples}
+
+
+@pytest.fixture(scope="module")
+def batch(prefect_server, generated_edit, tmp_path_factory):
+    from flows.process_edit import process_edit
+
+    edit, samples = generated_edit
+    out = tmp_path_factory.mktemp("out")
+    state = process_edit(edit=str(edit), out=str(out), return_state=True)
+    return state, out, edit, samples
+
+
+def test_failures_are_isolated(batch):
+    state, out, _, _ = batch
+    assert state.is_failed() and "sh030" in state.message
+    rows = {r["shot_id"]: r for r in manifest.read_shots(ArtifactStore(str(out)))}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "sh010": "done", "sh020": "done", "sh030": "failed", "sh040": "skipped", "sh050": "skipped"}
+    assert "wrong_size.mkv" in rows["sh030"]["error"] and "168x96" in rows["sh030"]["error"]
+    assert "keeps every pixel" in rows["sh040"]["error"]
+    assert rows["sh050"]["error"] == "no removal instructions"
+
+
+def test_deliverables_frames_resolution_keep_region(batch):
+    _, out, _, samples = batch
+    rows = {r["shot_id"]: r for r in manifest.read_shots(ArtifactStore(str(out)))}
+    for shot_id in ("sh010", "sh020"):
+        row, sample = rows[shot_id], samples[shot_id]
+        frames, files = _seq_frames(out, row)
+        assert len(frames) == row["frames"] == sample.frames  # handles clamped to the media: all of it
+        assert files[0].name == f"{shot_id}_void_v001.1001.png" and row["output_first_frame"] == 1001
+        assert all(f.shape == (192, 336, 3) for f in frames)
+        source = list(read_frames(sample.plate, 0, sample.frames))
+        masks = list(qm.read_mask_frames(sample.quadmask, 0, sample.frames))
+        for s, o, m in zip(source, frames, masks):
+            assert _keep_identical(s, o, m, margin=6)
+        assert row["qc_keep_max_diff"] == 0
+        score = score_against_truth(sample, frames)
+        assert score["psnr_region_db"] > 35, score
+        assert Path(row["contact_sheet_uri"]).is_file()
+    assert rows["sh020"]["chunks"] == 2
+
+
+def test_chunk_rows_and_seams(batch):
+    _, out, _, samples = batch
+    chunks = [r for r in manifest.read_chunks(ArtifactStore(str(out))) if r["shot_id"] == "sh020"]
+    assert [(c["start"], c["end"]) for c in chunks] == [(0, 123), (107, 230)]
+    assert all(c["status"] == "done" and Path(c["output_uri"]).is_file() for c in chunks)
+    # the seam is invisible: frame-to-frame change inside the region across the overlap is like elsewhere
+    row = {r["shot_id"]: r for r in manifest.read_shots(ArtifactStore(str(out)))}["sh020"]
+    frames, _ = _seq_frames(out, row)
+    masks = list(qm.read_mask_frames(samples["sh020"].quadmask, 0, 230))
+    diffs = [np.abs(a.astype(int) - b.astype(int))[(m != 255)].mean() for a, b, m in zip(frames, frames[1:], masks)]
+    assert max(diffs[105:125]) <= 1.5 * np.median(diffs) + 1.0
+
+
+def test_conformed_edit_points_at_deliverables(batch):
+    _, out, edit, _ = batch
+    conform = sorted((Path(out) / "conform").glob("*.otio"))
+    assert [p.name for p in conform] == ["sample_edit_void_v001.otio"]
+    tl = otio.adapters.read_from_file(str(conform[0]))
+    orig = {c.name: c for c in otio.adapters.read_from_file(str(edit)).find_clips()}
+    for clip in tl.find_clips():
+        assert clip.source_range == orig[clip.name].source_range  # source timecode kept
+        if clip.name in ("sh010", "sh020"):
+            ref = clip.media_reference
+            assert isinstance(ref, otio.schema.ImageSequenceReference)
+            assert clip.active_media_reference_key == "voidbatch_v001"
+            first, last = ref.frame_range_for_time_range(clip.source_range)
+            for frame in (first, last):
+                url = ref.target_url_for_image_number(frame - ref.start_frame)
+                assert Path(otio.url_utils.filepath_from_url(url)).is_file()
+            assert first == 1001 + 8  # head handle: the cut starts 8 frames into the deliverable
+            assert "DEFAULT_MEDIA" in clip.media_references()
+        else:
+            assert clip.active_media_reference_key == "DEFAULT_MEDIA"
+
+
+def test_rerun_writes_next_version(batch):
+    from flows.process_edit import process_edit
+
+    _, out, edit, _ = batch
+    process_edit(edit=str(edit), out=str(out), return_state=True)
+    assert (Path(out) / "shots" / "sh010" / "v002").is_dir() and (Path(out) / "shots" / "sh010" / "v001").is_dir()
+    assert (Path(out) / "conform" / "sample_edit_void_v002.otio").is_file()
+    rows = manifest.read_shots(ArtifactStore(str(out)))
+    assert sorted(r["version"] for r in rows if r["shot_id"] == "sh010") == [1, 2]
+    # chunk results are content-keyed: the second run reused them
+    chunks = manifest.read_chunks(ArtifactStore(str(out)))
+    assert sum(bool(c["cached"]) for c in chunks) == 3
+
+
+def test_disk_failure_leaves_no_half_version(prefect_server, tmp_path, monkeypatch):
+    from flows.process_edit import process_edit
+    from shots import deliver
+
+    edit, _ = write_sample_edit(tmp_path / "e", height=96, width=168, shots=(("sh900", "static", 30, 9),))
+    written = {"n": 0}
+    original = deliver.SequenceWriter.write
+
+    def failing_write(self, rgb):
+        written["n"] += 1
+        if written["n"] > 10:
+            raise OSError(28, "No space left on device")
+        original(self, rgb)
+
+    monkeypatch.setattr(deliver.SequenceWriter, "write", failing_write)
+    out = tmp_path / "out"
+    state = process_edit(edit=str(edit), out=str(out), return_state=True)
+    assert state.is_failed()
+    row = manifest.read_shots(ArtifactStore(str(out)))[0]
+    assert row["status"] == "failed" and "No space left" in row["error"]
+    assert not (out / "shots" / "sh900").exists()  # nothing published, not even a partial version
+
+
+def test_void_sample_clips(prefect_server, tmp_path):
+    """The shared VOID clips with their quadmasks: 4K lime works on an ROI crop, ducky on the whole frame."""
+    from flows.process_edit import process_edit
+
+    tl = otio.schema.Timeline("void samples")
+    track = otio.schema.Track("V1")
+    tl.tracks.append(track)
+    for name in ("lime", "ducky-float"):
+        d = shared("void_samples", name)
+        mask = next(p for p in (d / "quadmask_0.mp4", d / "trimask_quadmask.mp4") if p.exists())
+        info = probe(d / "input_video.mp4")
+        r = float(info.rate)
+        clip = otio.schema.Clip(name=name, media_reference=otio.schema.ExternalReference(
+            target_url=str(d / "input_video.mp4")), source_range=otio.opentime.TimeRange(
+            otio.opentime.RationalTime(4, r), otio.opentime.RationalTime(info.frames - 8, r)))
+        clip.metadata["voidbatch"] = {"prompt": json.loads((d / "prompt.json").read_text())["bg"],
+                                      "quadmask": str(mask)}
+        track.append(clip)
+    edit = tmp_path / "samples.otio"
+    otio.adapters.write_to_file(tl, str(edit))
+    out = tmp_path / "out"
+    state = process_edit(edit=str(edit), out=str(out), return_state=True)
+    assert state.is_completed(), state.message
+    rows = {r["shot_id"]: r for r in manifest.read_shots(ArtifactStore(str(out)))}
+    for name in ("lime", "ducky-float"):
+        row = rows[name]
+        d = shared("void_samples", name)
+        info = probe(d / "input_video.mp4")
+        assert row["status"] == "done" and row["frames"] == info.frames  # 4 + 4 handle frames fit
+        frames, _ = _seq_frames(out, row)
+        assert len(frames) == info.frames and frames[0].shape == (info.height, info.width, 3)
+        mask = next(p for p in (d / "quadmask_0.mp4", d / "trimask_quadmask.mp4") if p.exists())
+        for i in (0, info.frames // 2, info.frames - 1):
+            src = next(read_frames(d / "input_video.mp4", i, 1))
+            m = next(qm.read_mask_frames(mask, i, 1))
+            assert _keep_identical(src, frames[i], m, margin=int(8 * info.height / 384) + 2)
+            if (m != 255).any():
+                assert not np.array_equal(src, frames[i])  # something was removed
+    roi = rows["lime"]["roi"]
+    assert rows["lime"]["width"] == 3840
+    print("lime ROI", roi, "ducky ROI", rows["ducky-float"]["roi"])
+
+
+def test_cli_run_exit_code_and_summary(generated_edit, tmp_path):
+    edit, _ = generated_edit
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_PROFILE", None)
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(edit), "--out", str(tmp_path / "out")],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "sh030" in res.stdout and "failed" in res.stdout and "done" in res.stdout
+    bad = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(edit), "--out", str(tmp_path / "o2"),
+                          "--format", "gif"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--format" in bad.stderr
