@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from shots.plan import Chunk
-from shots.roi import Box
+from shots.roi import Box, region_bbox
 
 KEEP = 255
 
@@ -50,18 +50,35 @@ def resize_rgb(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(frame, (width, height), interpolation=interp)
 
 
-def composite(source: np.ndarray, clean_model: np.ndarray, alpha_roi: np.ndarray, roi: Box) -> np.ndarray:
-    """`source` with the clean result laid over `roi` through `alpha_roi` (ROI-sized float alpha)."""
+def alpha_in_box(mask_roi: np.ndarray, feather: float) -> tuple[Box, np.ndarray] | None:
+    """(box, alpha) where the feathered alpha can be non-zero, in ROI pixels; None when nothing is removed."""
+    region = region_bbox(mask_roi != KEEP)
+    if region is None:
+        return None
+    pad = int(np.ceil(feather)) + 1
+    h, w = mask_roi.shape
+    box = Box(max(0, region.x0 - pad), max(0, region.y0 - pad), min(w, region.x1 + pad), min(h, region.y1 + pad))
+    return box, feather_alpha(mask_roi[box.slices()], feather)
+
+
+def composite(source: np.ndarray, clean_model: np.ndarray, mask_roi: np.ndarray, roi: Box,
+              feather: float) -> np.ndarray:
+    """`source` with the clean result laid over `roi` through the feathered quadmask `mask_roi`.
+
+    Only the box around the removal region plus the feather is touched: the alpha, the blend and
+    the copy happen there, so a small object in a 4K plate costs little.
+    """
     out = source.copy()
-    sl = roi.slices()
-    src = source[sl]
-    touched = alpha_roi > 0
-    if not touched.any():
+    found = alpha_in_box(mask_roi, feather)
+    if found is None:
         return out
-    clean = resize_rgb(clean_model, roi.width, roi.height)
-    a = alpha_roi[..., None]
+    box, alpha = found
+    clean = resize_rgb(clean_model, roi.width, roi.height)[box.slices()]
+    sl = (slice(roi.y0 + box.y0, roi.y0 + box.y1), slice(roi.x0 + box.x0, roi.x0 + box.x1))
+    src = source[sl]
+    a = alpha[..., None]
     blended = np.clip(np.rint(src.astype(np.float32) * (1.0 - a) + clean.astype(np.float32) * a), 0, 255)
-    out[sl] = np.where(touched[..., None], blended.astype(np.uint8), src)
+    out[sl] = np.where(alpha[..., None] > 0, blended.astype(np.uint8), src)
     return out
 
 

@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 import opentimelineio as otio
 
-from shots.composite import chunk_weights, composite, feather_alpha
-from shots.deliver import FIRST_FRAME, FORMATS, ProResWriter, SequenceWriter, contact_sheet, version_name
+from shots.composite import alpha_in_box, chunk_weights, composite
+from shots.deliver import FIRST_FRAME, FORMATS, contact_sheet, open_writer, version_name
 from shots.extract import PreparedShot
 from shots.ingest import iter_video_clips, read_edit
 from shots.media import read_frames, read_video
@@ -45,6 +45,20 @@ class Deliverable:
     sha256: str  # of the frame files in order (or of the .mov)
     contact_sheet_key: str
     keep_max_diff: int  # largest change outside the feathered region: 0 by construction, checked
+
+
+def _keep_region_change(src: np.ndarray, out: np.ndarray, mask: np.ndarray, roi, feather: float) -> int:
+    """QC: the largest change to a pixel outside the feathered region (0 unless compositing is broken)."""
+    changed = np.any(out != src, axis=2)
+    if not changed.any():
+        return 0
+    allowed = np.zeros(changed.shape, bool)
+    found = alpha_in_box(mask[roi.slices()], feather)
+    if found is not None:
+        box, alpha = found
+        allowed[roi.y0 + box.y0:roi.y0 + box.y1, roi.x0 + box.x0:roi.x0 + box.x1] = alpha > 0
+    bad = changed & ~allowed
+    return int(np.abs(out[bad].astype(np.int16) - src[bad]).max()) if bad.any() else 0
 
 
 def next_version(store: ArtifactStore, shot_id: str) -> int:
@@ -95,20 +109,13 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
         version = next_version(store, shot.shot_id)
         name = version_name(shot.shot_id, version)
         folder = Path(stage) / f"v{version:03d}"
-        if fmt == "prores":
-            writer = ProResWriter(folder / f"{name}.mov", shot.media.width, shot.media.height, shot.rate,
-                                  shot.source_range.timecode())
-        else:
-            writer = SequenceWriter(folder, name, fmt)
+        writer = open_writer(fmt, folder, name, shot.media.width, shot.media.height, shot.rate,
+                             shot.source_range.timecode())
         plates = read_frames(shot.media.path, shot.file_start, n)
         try:
             for t, (src, mask) in enumerate(zip(plates, prepared.mask_frames())):
-                alpha = feather_alpha(mask[roi.slices()], feather)
-                out = composite(src, stitched.frame(t), alpha, roi)
-                outside = np.ones(src.shape[:2], bool)
-                outside[roi.slices()] = alpha == 0
-                if outside.any():
-                    keep_max = max(keep_max, int(np.abs(out[outside].astype(np.int16) - src[outside]).max()))
+                out = composite(src, stitched.frame(t), mask[roi.slices()], roi, feather)
+                keep_max = max(keep_max, _keep_region_change(src, out, mask, roi, feather))
                 writer.write(out)
                 if t in sample:
                     pairs.append((FIRST_FRAME + t, src, out))

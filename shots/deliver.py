@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,33 +35,87 @@ def ffmpeg_exe() -> str:
 
 
 class SequenceWriter:
-    """`{name}.{frame:04d}.{ext}` files from `first_frame` on."""
+    """`{name}.{frame:04d}.{ext}` files from `first_frame` on, encoded on two threads.
+
+    PNG/EXR encoding is the slowest step of a conform (cv2 releases the GIL while it compresses),
+    so frames are handed to a small pool with a bounded backlog: memory stays a few frames.
+    """
+
+    BACKLOG = 4
 
     def __init__(self, folder: Path, name: str, fmt: str = "png", first_frame: int = FIRST_FRAME):
-        if fmt not in ("png", "exr"):
-            raise ValueError(f"sequence format must be png or exr, got {fmt!r}")
+        if fmt != "png":
+            raise ValueError(f"SequenceWriter writes png, got {fmt!r} (EXR: ExrWriter)")
         self.folder, self.name, self.fmt, self.frame = Path(folder), name, fmt, first_frame
         self.first_frame = first_frame
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="frame-writer")
+        self._pending: deque = deque()
 
     def write(self, rgb: np.ndarray) -> None:
+        while len(self._pending) >= self.BACKLOG:
+            self._pending.popleft().result()  # re-raises a failed write here, in the caller
         path = self.folder / f"{self.name}.{self.frame:04d}.{self.fmt}"
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
-        if self.fmt == "png":
-            ok = cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        else:
-            ok = cv2.imwrite(str(path), bgr.astype(np.float32) / 255.0,
-                             [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_HALF])
-        if not ok:
-            raise OSError(f"could not write frame {path}")
+        self._pending.append(self._pool.submit(self._encode, path, rgb))
         self.frame += 1
 
+    def _encode(self, path: Path, rgb: np.ndarray) -> None:
+        ok = cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise OSError(f"could not write frame {path}")
+
     def close(self) -> None:
-        pass
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     @property
     def pattern(self) -> str:
         return f"{self.name}.####.{self.fmt}"
+
+
+class ExrWriter:
+    """Half-float, zip-compressed EXR frames through PyAV's encoder (this OpenCV build has no EXR)."""
+
+    def __init__(self, folder: Path, name: str, width: int, height: int, rate: Fraction,
+                 first_frame: int = FIRST_FRAME):
+        import av
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.folder / f"{name}.%04d.exr"), "w", format="image2",
+                                  options={"start_number": str(first_frame)})
+        self._stream = self._container.add_stream("exr", rate=rate)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "gbrpf32le"
+        self._stream.options = {"format": "half", "compression": "zip1"}
+        self._frame_cls = av.VideoFrame
+
+    def write(self, rgb: np.ndarray) -> None:
+        frame = self._frame_cls.from_ndarray(rgb.astype(np.float32) / 255.0, format="gbrpf32le")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+
+
+def open_writer(fmt: str, folder: Path, name: str, width: int, height: int, rate: Fraction,
+                timecode: str | None):
+    """The deliverable writer for `fmt`: png/exr sequences from 1001, or one ProRes .mov."""
+    if fmt == "png":
+        return SequenceWriter(folder, name)
+    if fmt == "exr":
+        return ExrWriter(folder, name, width, height, rate)
+    if fmt == "prores":
+        return ProResWriter(folder / f"{name}.mov", width, height, rate, timecode)
+    raise ValueError(f"unknown deliverable format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
 class ProResWriter:

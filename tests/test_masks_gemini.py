@@ -162,7 +162,8 @@ def test_good_answer_is_validated_rasterized_and_cached(fake, inp, tmp_path):
     gen = req["json"]["generationConfig"]
     assert gen["responseMimeType"] == "application/json" and "affected_objects" in json.dumps(gen["responseJsonSchema"])
     parts = req["json"]["contents"][0]["parts"]
-    mimes = [p["inlineData"]["mimeType"] for p in parts if "inlineData" in p]
+    inline = [p["inlineData"] for p in parts if "inlineData" in p]
+    mimes = [d.get("mimeType", d.get("mime_type")) for d in inline]
     assert mimes == ["image/jpeg"] * 11 and "remove the ball" in parts[-1]["text"]
     # second call: served from the store, no request
     again = g.reason(inp, store=store)

@@ -53,7 +53,7 @@ def test_composite_is_exact_outside_feather():
     mask[40:60, 80:120] = 0
     alpha = feather_alpha(mask, 5)
     assert alpha[50, 100] == 1 and alpha[0, 0] == 0 and 0 < alpha[50, 122] < 1
-    out = composite(src, np.zeros((50, 100, 3), np.uint8), alpha, Box(0, 0, 200, 100))
+    out = composite(src, np.zeros((50, 100, 3), np.uint8), mask, Box(0, 0, 200, 100), 5)
     assert np.array_equal(out[alpha == 0], src[alpha == 0])
     assert (out[45:55, 85:115] == 0).all()
 
@@ -132,3 +132,25 @@ def test_prepare_rejects_bad_masks(small_object_plate, tmp_path):
 def test_chunk_seed_is_order_independent():
     assert chunk_seed("sh010", 0) == chunk_seed("sh010", 0)
     assert chunk_seed("sh010", 0) != chunk_seed("sh010", 1) != chunk_seed("sh020", 1)
+
+
+@pytest.mark.parametrize("fmt", ["png", "exr", "prores"])
+def test_deliverable_formats(tmp_path, fmt):
+    from shots.deliver import open_writer
+    from shots.media import probe
+
+    frames = list(make_scene("pan", 3, 36, 64, seed=2).plate)
+    w = open_writer(fmt, tmp_path, "sh_void_v001", 64, 36, Fraction(24000, 1001), "01:00:10:00")
+    for f in frames:
+        w.write(f)
+    w.close()
+    if fmt == "prores":
+        info = probe(tmp_path / "sh_void_v001.mov")
+        assert info.frames == 3 and info.timecode == "01:00:10:00" and info.rate == Fraction(24000, 1001)
+        back = list(read_frames(tmp_path / "sh_void_v001.mov", 0, 3))
+        assert psnr(np.stack(back), np.stack(frames)) > 40
+    else:
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names == [f"sh_void_v001.{n}.{fmt}" for n in (1001, 1002, 1003)]
+        back = list(read_frames(tmp_path / f"sh_void_v001.####.{fmt}", 0, 3))
+        assert all(np.array_equal(a, b) for a, b in zip(back, frames))  # 8-bit values survive half floats

@@ -323,10 +323,11 @@ def _jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
 
 
 def keyframe_indices(n_frames: int, count: int) -> list[int]:
-    """`count` frames spread over the shot, first and last included (VOID: 0, .11, ..., 1.0)."""
+    """`count` frames spread over the shot, first and last included: VOID's positions (0, .11, .22,
+    ..., 1.0, rounded to 2 decimals) times (n - 1), floored; lime (46 frames) gives 0, 4, 9, ..., 45."""
     if n_frames <= count:
         return list(range(n_frames))
-    return sorted({int(t * (n_frames - 1)) for t in np.linspace(0.0, 1.0, count)})
+    return sorted({int(round(i / (count - 1), 2) * (n_frames - 1)) for i in range(count)})
 
 
 @dataclass
@@ -496,8 +497,9 @@ class GeminiReasoner:
         connection errors and malformed answers; other HTTP errors fail at once.
     backoff_s / max_backoff_s: exponential backoff (with jitter); a server RetryInfo delay is honoured
         up to max_backoff_s.
-    base_url / http_options: endpoint override (a proxy, a test server); http_options is a dict or
-        google.genai.types.HttpOptions and wins over base_url/timeout_s.
+    base_url / api_version / http_options: endpoint override (a proxy, a test server) and API
+        version (None: the SDK's default); http_options is a dict or google.genai.types.HttpOptions
+        and wins over base_url/api_version/timeout_s.
     api_key: default os.environ["GEMINI_API_KEY"], read at call time.
     store: an ArtifactStore caching answers by request hash + model id (may also be given per call).
     keyframes / image_long_side / jpeg_quality: what is sent (about 11 small JPEGs).
@@ -507,7 +509,7 @@ class GeminiReasoner:
 
     def __init__(self, model: str = DEFAULT_MODEL, *, timeout_s: float = 120.0, max_retries: int = 3,
                  backoff_s: float = 2.0, max_backoff_s: float = 60.0, base_url: str | None = None,
-                 http_options=None, api_key: str | None = None, store=None, keyframes: int = 10,
+                 api_version: str | None = None, http_options=None, api_key: str | None = None, store=None, keyframes: int = 10,
                  image_long_side: int = 768, jpeg_quality: int = 85, temperature: float | None = 0.0,
                  seed: int | None = 0, cache_prefix: str = "cache/reasoning"):
         if max_retries < 0 or timeout_s <= 0:
@@ -515,7 +517,7 @@ class GeminiReasoner:
         self.model = model
         self.timeout_s, self.max_retries = float(timeout_s), int(max_retries)
         self.backoff_s, self.max_backoff_s = float(backoff_s), float(max_backoff_s)
-        self.base_url, self.http_options = base_url, http_options
+        self.base_url, self.api_version, self.http_options = base_url, api_version, http_options
         self._api_key = api_key  # never repr'd, logged or returned
         self.store = store
         self.keyframes, self.image_long_side, self.jpeg_quality = keyframes, image_long_side, jpeg_quality
@@ -556,7 +558,8 @@ class GeminiReasoner:
             return (self.http_options if isinstance(self.http_options, types.HttpOptions)
                     else types.HttpOptions(**self.http_options))
         # retries are ours (counted and reported), so the SDK makes exactly one attempt
-        return types.HttpOptions(base_url=self.base_url, timeout=int(self.timeout_s * 1000))
+        return types.HttpOptions(base_url=self.base_url, api_version=self.api_version,
+                                 timeout=int(self.timeout_s * 1000))
 
     def _config(self):
         from google.genai import types

@@ -1,0 +1,153 @@
+"""Loading VOID pass 1: strict checkpoint keys, hashes, fsspec copies, tokenizer, prompt-embedding cache, modes."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import fsspec
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.void.loading import (
+    PromptEmbeddings,
+    file_sha256,
+    load_tokenizer,
+    load_transformer,
+    load_void_pass1,
+    resolve_model_dir,
+)
+from model.void.offload import ModelOffload
+from model.void.tiny import write_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("void_tiny_loading"))
+
+
+def copy_with_weights(src, dst, state):
+    shutil.copytree(src, dst)
+    save_file(state, str(dst / "void_pass1.safetensors"))
+    return dst
+
+
+def test_strict_loading_names_missing_and_unexpected_keys(tiny_dir, tmp_path):
+    state = load_file(str(tiny_dir / "void_pass1.safetensors"))
+    state.pop("proj_out.weight")
+    state["transformer_blocks.7.attn1.to_q.weight"] = torch.zeros(2, 2)
+    bad = copy_with_weights(tiny_dir, tmp_path / "bad", state)
+    with pytest.raises(ValueError) as err:
+        load_transformer(bad, bad / "void_pass1.safetensors", torch.float32, torch.device("cpu"))
+    message = str(err.value)
+    assert "missing keys (1): proj_out.weight" in message
+    assert "unexpected keys (1): transformer_blocks.7.attn1.to_q.weight" in message
+
+
+def test_strict_loading_rejects_the_33_channel_base_weights(tiny_dir, tmp_path):
+    base = load_file(str(tiny_dir / "transformer" / "diffusion_pytorch_model.safetensors"))
+    bad = copy_with_weights(tiny_dir, tmp_path / "base_as_void", base)
+    with pytest.raises(ValueError, match=r"patch_embed\.proj\.weight: checkpoint \(32, 264\) vs model \(32, 384\)"):
+        load_void_pass1(bad, cache_dir=tmp_path / "cache")
+
+
+def test_transformer_gets_48_channels_and_the_target_dtype(tiny_dir):
+    model, info = load_transformer(tiny_dir, tiny_dir / "void_pass1.safetensors", torch.bfloat16,
+                                   torch.device("cpu"))
+    assert model.config.in_channels == 48 and model.patch_embed.proj.weight.shape[1] == 48 * 2 * 2 * 2
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert not any(p.is_meta for p in model.parameters())
+    assert info.add_noise_in_inpaint_model is True and "add_noise_in_inpaint_model" in info.ignored_config_keys
+    expected = load_file(str(tiny_dir / "void_pass1.safetensors"))
+    assert torch.equal(model.state_dict()["proj_out.weight"], expected["proj_out.weight"].to(torch.bfloat16))
+
+
+def test_sha256_recorded_and_cached(tiny_dir, tmp_path):
+    weights = tiny_dir / "void_pass1.safetensors"
+    expected = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert file_sha256(weights, tmp_path) == expected
+    assert expected in (tmp_path / "sha256.json").read_text()
+    model = load_void_pass1(tiny_dir, cache_dir=tmp_path)
+    assert model.weights_sha256 == expected
+
+
+def test_fsspec_uri_is_copied_once_to_the_local_cache(tiny_dir, tmp_path, monkeypatch):
+    fs = fsspec.filesystem("memory")
+    for path in tiny_dir.rglob("*"):
+        if path.is_file():
+            fs.pipe_file(f"/void-model/{path.relative_to(tiny_dir).as_posix()}", path.read_bytes())
+    local = resolve_model_dir("memory://void-model", cache_dir=tmp_path)
+    assert (local / ".complete").exists() and (local / "void_pass1.safetensors").exists()
+    assert (local / "tokenizer" / "spiece.model").read_bytes() == (tiny_dir / "tokenizer" / "spiece.model").read_bytes()
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("copied twice")
+
+    monkeypatch.setattr(type(fs), "get_file", no_copy)
+    assert resolve_model_dir("memory://void-model", cache_dir=tmp_path) == local
+    model = load_void_pass1("memory://void-model", cache_dir=tmp_path)
+    assert model.model_dir == local
+    fs.rm("/void-model", recursive=True)
+
+
+def test_missing_model_dir_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        resolve_model_dir(tmp_path / "nope")
+
+
+def test_tokenizer_from_spiece_model_matches_sentencepiece(tiny_dir):
+    import sentencepiece as spm
+
+    tokenizer = load_tokenizer(tiny_dir / "tokenizer")
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_dir / "tokenizer" / "spiece.model"))
+    for text in ("a clean empty street", "The  grass field, at NIGHT!", "ｆｕｌｌwidth ①"):
+        assert tokenizer(text).input_ids == sp.encode(text) + [1]  # T5 appends </s> (id 1)
+    ids = tokenizer(["x"], padding="max_length", max_length=226, truncation=True).input_ids[0]
+    assert len(ids) == 226 and ids[-1] == 0  # padded with <pad> (id 0)
+
+
+def test_prompt_embeddings_computed_once_and_kept_on_disk(tiny_dir, tmp_path):
+    cpu = torch.device("cpu")
+    cache = PromptEmbeddings(tiny_dir, cpu, torch.float32, store_dir=tmp_path / "emb", cache_dir=tmp_path,
+                             release_after_use=True)
+    a = cache.get("a clean street")
+    again = cache.get("a clean street")
+    assert cache.encoded == 1 and again is a and a.shape == (1, 226, 32)
+    assert cache._text_encoder is None  # released after encoding (offload modes)
+    fresh = PromptEmbeddings(tiny_dir, cpu, torch.float32, store_dir=tmp_path / "emb", cache_dir=tmp_path)
+    assert torch.equal(fresh.get("a clean street"), a) and fresh.encoded == 0
+    assert not torch.equal(fresh.get("an empty road"), a) and fresh.encoded == 1
+    assert cache.key("x") != PromptEmbeddings(tiny_dir, cpu, torch.bfloat16, cache_dir=tmp_path).key("x")
+
+
+def test_memory_modes(tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown memory mode"):
+        load_void_pass1(tiny_dir, mode="qfloat8", cache_dir=tmp_path)
+    model = load_void_pass1(tiny_dir, mode="model_offload", device="cpu", cache_dir=tmp_path)
+    assert model.mode == "full"  # offloading only means something on CUDA
+
+
+def test_model_offload_hooks_give_the_same_frames(tiny_dir, tmp_path):
+    """The accelerate-free model offload, exercised on the CPU: hooks fire, results do not change."""
+    model = load_void_pass1(tiny_dir, cache_dir=tmp_path)
+    pipe = model.pipeline
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (13, 32, 32, 3), dtype=np.uint8)
+    mask = np.full((13, 32, 32), 255, np.uint8)
+    mask[:, 8:24, 8:24] = 0
+
+    def run():
+        return pipe(video, mask, prompt="x", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+
+    plain = run()
+    offload = ModelOffload(pipe, "cpu")
+    seen = []
+    real_onload = offload.onload
+    offload.onload = lambda component: seen.append(type(component).__name__) or real_onload(component)
+    try:
+        assert np.array_equal(run(), plain)
+        assert pipe._execution_device == torch.device("cpu")
+    finally:
+        offload.remove(pipe)
+    assert {"T5EncoderModel", "CogVideoXTransformer3DModel", "AutoencoderKLVoid"} <= set(seen)
