@@ -114,9 +114,9 @@ def main(argv=None) -> int:
     print(head + "\n" + "-" * len(head))
     for r in heur_rows:
         stages = " ".join(f"{k}={v:.2f}" for k, v in r["timings"].items())
-        print(f"{r['scene']:<26} {r['camera'] or '-':<7} {r['shadow_in_127']:>10.3f} {r['shadow_in_grey_or_63']:>11.3f} "
-              f"{r['grey_frac']:>9.3f} {r['true_affected_frac']:>9.3f} {r['seconds']:>6.2f} {r['ms_frame']:>9.1f}  "
-              f"{stages}")
+        print(f"{r['scene']:<26} {r['camera'] or '-':<7} {r['shadow_in_127']:>10.3f} "
+              f"{r['shadow_in_grey_or_63']:>11.3f} {r['grey_frac']:>9.3f} {r['true_affected_frac']:>9.3f} "
+              f"{r['seconds']:>6.2f} {r['ms_frame']:>9.1f}  {stages}")
         if r["shadow_in_127"] < 0.6:
             failures.append(f"{r['scene']}: shadow in 127 {r['shadow_in_127']:.3f} < 0.60")
 

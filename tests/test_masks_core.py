@@ -58,7 +58,8 @@ def test_quadmask_frames_dilate_remove_and_fill_cells():
 
 
 def test_rasterize_localizations_and_trajectories():
-    shadow = AffectedObject("shadow", "visual_artifact", localizations={2: [(1, 1)], 6: [(3, 3)]}, first_appears_frame=1)
+    shadow = AffectedObject("shadow", "visual_artifact", localizations={2: [(1, 1)], 6: [(3, 3)]},
+                            first_appears_frame=1)
     cup = AffectedObject("cup", will_move=True, first_appears_frame=4, trajectory=[(4, 0, 0), (8, 4, 0)],
                          size_cells=(1, 1))
     ball = AffectedObject("ball", will_move=True, original_position=(5, 5), size_cells=(1, 1), first_appears_frame=3)

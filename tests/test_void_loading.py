@@ -22,6 +22,16 @@ from model.void.offload import ModelOffload
 from model.void.tiny import write_tiny_model
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model's ops are too small to gain from threads; on a shared 2-core runner, spinning OpenMP
+    threads made this module several times slower. One thread, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return write_tiny_model(tmp_path_factory.mktemp("void_tiny_loading"))

@@ -18,6 +18,16 @@ from model.void.tiny import write_tiny_model
 from model.void.vae import AutoencoderKLVoid
 from shots.plan import MAX_FRAMES, VALID_LENGTHS, padded_length
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model's ops are too small to gain from threads; on a shared 2-core runner, spinning OpenMP
+    threads made this module several times slower. One thread, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 H = W = 32  # multiples of 16 (VAE x8, patch 2); the real model runs at 384x672
 
 
@@ -88,7 +98,7 @@ def test_backend_returns_input_length_for_every_chunk_length(backend, monkeypatc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("frames", [1, 46, 85, 86, 93, 150, 197])
+@pytest.mark.parametrize("frames", [1, 85, 86, 93, 197])
 def test_backend_end_to_end_lengths(backend, frames):
     video, mask = clip(frames, seed=frames)
     out = backend.remove(RemovalRequest(video, mask, "an empty lawn", seed=7))

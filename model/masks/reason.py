@@ -249,11 +249,12 @@ SYSTEM_INSTRUCTION = ("You are an expert video analyst with a deep understanding
 
 def _prompt_text(grid: Grid, keyframes: list[int], overlay: int, n_frames: int, instruction: str | None) -> str:
     frames = ", ".join(str(f) for f in keyframes)
-    return f"""You see {len(keyframes)} stills of one shot ({n_frames} frames, numbered 0 to {n_frames - 1}): frames {frames}.
-Each still has a YELLOW grid of {grid.rows} rows x {grid.cols} columns; rows are numbered 0-{grid.rows - 1} from the top
-(labels on the left edge), columns 0-{grid.cols - 1} from the left (labels on the top edge); the frame number is printed in the
-bottom-left corner. The last image is frame {overlay} with the PRIMARY OBJECT tinted RED: it will be removed from every frame.
-Edit instruction: {instruction or "(none given) remove the red object"}.
+    rows, cols = f"0-{grid.rows - 1}", f"0-{grid.cols - 1}"
+    return f"""You see {len(keyframes)} stills of one shot of {n_frames} frames (numbered 0 to {n_frames - 1}): frames
+{frames}. Each still has a YELLOW grid of {grid.rows} rows x {grid.cols} columns; rows are numbered {rows} from the
+top (labels on the left edge), columns {cols} from the left (labels on the top edge); the frame number is printed
+in the bottom-left corner. The last image is frame {overlay} with the PRIMARY OBJECT tinted RED: it will be removed
+from every frame. Edit instruction: {instruction or "(none given) remove the red object"}.
 
 Task: decide what else in the shot changes when the red object is removed, as if it had never been there.
 
@@ -261,13 +262,13 @@ Task: decide what else in the shot changes when the red object is removed, as if
    (worn items, a ridden bike or board, a large carried item that belongs to it). Not generic clothing, not held
    things that would simply be put down, not things it only touches.
 2. affected_objects (0-5, never repeating an integral belonging): separate things whose appearance changes.
-   a) visual_artifact: shadows, reflections, wakes, ripples, splashes, footprints, light cast by the object. They vanish.
-      will_move is false. grid_localizations MUST list, for every still where the artifact is visible, every (row, col)
-      cell it touches; when unsure include the neighbouring cell.
+   a) visual_artifact: shadows, reflections, wakes, ripples, splashes, footprints, light cast by the object.
+      They vanish; will_move is false. grid_localizations MUST list, for every still where the artifact is
+      visible, every (row, col) cell it touches; when unsure include the neighbouring cell.
    b) physical: an object the red object supports, holds, carries, pushes or knocks.
       - Held up against gravity by the object (carried, lifted): will_move true; it will fall or settle.
-      - Resting on a stable surface while the object acts on it (opening, crushing, touching): will_move false; it
-        simply stays as it is.
+      - Resting on a stable surface while the object acts on it (opening, crushing, touching): will_move
+        false; it simply stays as it is.
       - Knocked, kicked or thrown by the object: will_move true and original_position_grid = the cell where it
         would have stayed.
       For will_move true also give object_size_grids (its size in cells, padded by one cell) and trajectory_path:
@@ -280,7 +281,7 @@ Task: decide what else in the shot changes when the red object is removed, as if
 3. scene_description: one or two sentences describing the shot without the red object (including anything that
    now falls or stays still).
 
-Frame numbers in the answer are the frame numbers printed on the stills. Rows 0-{grid.rows - 1}, columns 0-{grid.cols - 1}."""
+Frame numbers in the answer are the frame numbers printed on the stills. Rows {rows}, columns {cols}."""
 
 
 def _draw_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, thickness: int) -> None:
@@ -509,9 +510,9 @@ class GeminiReasoner:
 
     def __init__(self, model: str = DEFAULT_MODEL, *, timeout_s: float = 120.0, max_retries: int = 3,
                  backoff_s: float = 2.0, max_backoff_s: float = 60.0, base_url: str | None = None,
-                 api_version: str | None = None, http_options=None, api_key: str | None = None, store=None, keyframes: int = 10,
-                 image_long_side: int = 768, jpeg_quality: int = 85, temperature: float | None = 0.0,
-                 seed: int | None = 0, cache_prefix: str = "cache/reasoning"):
+                 api_version: str | None = None, http_options=None, api_key: str | None = None, store=None,
+                 keyframes: int = 10, image_long_side: int = 768, jpeg_quality: int = 85,
+                 temperature: float | None = 0.0, seed: int | None = 0, cache_prefix: str = "cache/reasoning"):
         if max_retries < 0 or timeout_s <= 0:
             raise ValueError(f"max_retries must be >= 0 and timeout_s > 0, got {max_retries} and {timeout_s}")
         self.model = model

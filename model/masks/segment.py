@@ -137,7 +137,8 @@ class SAM2Segmenter:
             raise SegmentationError(f"SAM2 checkpoint not found: {self.checkpoint}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.working_long_side = int(working_long_side)
-        self.offload_state_to_cpu = (self.device.type != "cpu") if offload_state_to_cpu is None else offload_state_to_cpu
+        on_cpu = self.device.type == "cpu"
+        self.offload_state_to_cpu = (not on_cpu) if offload_state_to_cpu is None else offload_state_to_cpu
         self.autocast = autocast and self.device.type == "cuda"
         self.predictor = self._build()
 

@@ -204,6 +204,7 @@ def load_vae(directory: str | os.PathLike, dtype: torch.dtype, device: torch.dev
     from model.void.vae import AutoencoderKLVoid
 
     vae = AutoencoderKLVoid.from_pretrained(str(directory), torch_dtype=dtype, local_files_only=True)
+    vae = AutoencoderKLVoid.from_vae(vae)  # swap in VOID's upsamplers now, before any offload hooks wrap modules
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -293,9 +294,9 @@ class PromptEmbeddings:
     dropped again right after encoding, so offload modes never hold T5 and the transformer at once.
     """
 
-    def __init__(self, model_dir: Path, device: torch.device, dtype: torch.dtype, store_dir: str | os.PathLike | None = None,
-                 release_after_use: bool = False, cache_dir: str | os.PathLike | None = None,
-                 max_sequence_length: int = MAX_SEQUENCE_LENGTH):
+    def __init__(self, model_dir: Path, device: torch.device, dtype: torch.dtype,
+                 store_dir: str | os.PathLike | None = None, release_after_use: bool = False,
+                 cache_dir: str | os.PathLike | None = None, max_sequence_length: int = MAX_SEQUENCE_LENGTH):
         self.model_dir = Path(model_dir)
         self.device = device
         self.dtype = dtype
@@ -403,7 +404,9 @@ class VoidPass1:
 
 def resolve_device_dtype(device: str | torch.device | None, dtype: str | torch.dtype | None
                          ) -> tuple[torch.device, torch.dtype]:
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     if isinstance(dtype, str):
         dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
                  "fp32": torch.float32, "float32": torch.float32}[dtype]

@@ -8,11 +8,9 @@ about 11 GB in bf16) instead of all of them (about 21 GB).
 """
 from __future__ import annotations
 
-import logging
 
 import torch
 
-log = logging.getLogger(__name__)
 
 
 class ModelOffload:

@@ -75,7 +75,8 @@ def quadmask_to_vae_mask(quadmask: torch.Tensor, binarize: bool = False) -> torc
     return 1.0 - condition
 
 
-def temporal_windows(latent_frames: int, window: int = WINDOW_LATENTS, overlap: int = WINDOW_OVERLAP) -> list[tuple[int, int]]:
+def temporal_windows(latent_frames: int, window: int = WINDOW_LATENTS,
+                     overlap: int = WINDOW_OVERLAP) -> list[tuple[int, int]]:
     """Latent windows `[start, end)` covering `latent_frames`, each `window` long (one if the clip is shorter).
 
     Reference behaviour (section 3): windows of 22 latents start at 0 and each next one `overlap` (4) before
@@ -168,6 +169,8 @@ class VoidPass1Pipeline(DiffusionPipeline):
             raise TypeError(
                 f"`vae` must be an AutoencoderKLVoid (stock diffusers decodes 4T frames, VOID needs 4T-3); got "
                 f"{type(vae).__name__}. Convert it with `AutoencoderKLVoid.from_vae(vae)`.")
+        if vae is not None:
+            AutoencoderKLVoid.from_vae(vae)  # idempotent: makes sure its upsamplers are VOID's
         self.register_modules(
             tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
         )
