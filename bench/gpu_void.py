@@ -250,7 +250,7 @@ def set_mode(pipe, mode, device, state):
         state["fused"] = True
     if mode == "fast-compile" and not state.get("compiled"):
         for block in pipe.transformer.transformer_blocks:
-            block.compile(fullgraph=True, mode="max-autotune-no-cudagraphs")
+            block.compile()
         state["compiled"] = True
 
 

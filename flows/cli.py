@@ -82,7 +82,8 @@ def run(edit: EditArg, out: OutOpt,
         passes: Annotated[int, typer.Option(help="1, or 2 for VOID's warped-noise refinement")] = 1,
         format: Annotated[str, typer.Option("--format", help="png | exr | prores")] = "png",
         shots: ShotsOpt = None, relink: RelinkOpt = None, rate: RateOpt = None, handles: HandlesOpt = 8,
-        seed: Annotated[int, typer.Option(help="Base seed; each chunk's seed derives from shot id and chunk")] = 0):
+        seed: Annotated[int, typer.Option(help="Base seed; each chunk's seed derives from shot id and chunk")] = 0,
+        force: Annotated[bool, typer.Option("--force", help="Render a new version even when up to date")] = False):
     """Run the batch over an edit: every flagged shot gets a new clean-plate version."""
     from tasks.options import RunOptions
 
@@ -96,8 +97,23 @@ def run(edit: EditArg, out: OutOpt,
 
     rows, failed = run_batch(edit=str(edit), out=str(out), backend=backend, passes=passes, format=format,
                              rate=rate, handles=handles, shots_file=str(shots) if shots else None,
-                             relink=str(relink) if relink else None, seed=seed)
+                             relink=str(relink) if relink else None, seed=seed, force=force)
     _print_rows(rows, title=f"{edit.name} -> {out}")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def rerun(out: OutOpt, relink: RelinkOpt = None,
+          shots: Annotated[Optional[Path], typer.Option("--shots", help="A corrected sidecar shot list")] = None):
+    """Re-run the shots whose latest attempt failed, with their batch's options (after fixing them)."""
+    from flows.runner import run_rerun
+
+    rows, failed = run_rerun(out=str(out), relink=str(relink) if relink else None,
+                             shots_file=str(shots) if shots else None)
+    if not rows:
+        Console().print(f"no failed shots in {out}")
+        raise typer.Exit(0)
+    _print_rows(rows, title=f"rerun of failed shots in {out}")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -132,7 +148,7 @@ def demo(out: OutOpt = Path("demo_out")):
 
 
 def _print_rows(rows: list[dict], title: str) -> None:
-    colour = {"done": "green", "failed": "red", "skipped": "yellow", "degraded": "yellow"}
+    colour = {"done": "green", "up_to_date": "green", "failed": "red", "skipped": "yellow", "degraded": "yellow"}
     table = Table(title=title)
     for col in ("shot", "status", "frames", "seconds", "output / error"):
         table.add_column(col, overflow="fold")

@@ -13,7 +13,7 @@ from shots.conform import Deliverable
 from storage import manifest
 from storage.rows import shot_row
 from storage.store import ArtifactStore
-from tasks.edit import conform_edit, plan_edit
+from tasks.edit import conform_edit, plan_edit, record_run
 from tasks.options import RunOptions
 from tasks.report import batch_table
 from tasks.shot import record_shot
@@ -26,28 +26,37 @@ def new_run_id() -> str:
 @flow(name="process-edit", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def process_edit(edit: str, out: str, backend: str = "auto", passes: int = 1, format: str = "png",
                  rate: str | None = None, handles: int = 8, shots_file: str | None = None,
-                 relink: str | None = None, seed: int = 0, run_id: str | None = None):
-    """Remove the flagged objects from every shot of `edit`; results and manifest under `out`."""
+                 relink: str | None = None, seed: int = 0, run_id: str | None = None,
+                 only_shots: list[str] | None = None, force: bool = False):
+    """Remove the flagged objects from every shot of `edit` (or `only_shots`); results under `out`.
+
+    Shots whose inputs, results and format match a version already delivered are reported
+    `up_to_date` and get no new version, unless `force`.
+    """
     options = RunOptions(out=out, backend=backend, passes=passes, format=format, rate=rate, handles=handles,
                          shots_file=shots_file, relink=relink, seed=seed)
     run_id = run_id or new_run_id()
-    shots = plan_edit(edit, options)
+    record_run(run_id, edit, options)
+    shots = [s for s in plan_edit(edit, options) if only_shots is None or s.shot_id in only_shots]
+    attempts = manifest.next_attempts(ArtifactStore(out), [s.shot_id for s in shots])
     delivered: dict[str, tuple] = {}
     for shot in shots:
         if not shot.flagged:
-            record_shot(out, shot_row(run_id, 1, shot, edit, "skipped", error="no removal instructions"), [])
+            record_shot(out, shot_row(run_id, attempts[shot.shot_id], shot, edit, "skipped",
+                                      error="no removal instructions"), [])
             continue
-        state = process_shot(shot.shot_id, shot.to_dict(), options.to_dict(), run_id, edit, return_state=True)
+        state = process_shot(shot.shot_id, shot.to_dict(), options.to_dict(), run_id, edit,
+                             attempts[shot.shot_id], force, return_state=True)
         if state.is_completed() and (result := state.result())["deliverable"]:
-            delivered[shot.shot_id] = (shot, Deliverable(**result["deliverable"]))
-    conform_uri = conform_edit(edit, options, delivered)
+            delivered[shot.shot_id] = (shot, Deliverable(**result["deliverable"]), result["row"]["status"])
     rows = [r for r in manifest.read_shots(ArtifactStore(out)) if r["run_id"] == run_id]
-    if conform_uri:
-        rows = [{**r, "conform_uri": conform_uri} if r["status"] == "done" else r for r in rows]
+    if any(status == "done" for *_, status in delivered.values()):  # something new: a new conformed edit
+        conform_uri = conform_edit(edit, options, {k: v[:2] for k, v in delivered.items()})
+        rows = [{**r, "conform_uri": conform_uri} if r["shot_id"] in delivered else r for r in rows]
         manifest.record_shots(ArtifactStore(out), rows)
     batch_table(rows, key=f"batch-{run_id}")
     failed = [r["shot_id"] for r in rows if r["status"] == "failed"]
-    summary = {"run_id": run_id, "conform_uri": conform_uri, "shots": len(rows), "failed": failed}
+    summary = {"run_id": run_id, "shots": len(rows), "failed": failed}
     if failed:
         return Failed(message=f"{len(failed)} of {len(rows)} shots failed: {', '.join(failed)}", data=summary)
     return summary

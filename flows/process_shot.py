@@ -20,12 +20,13 @@ class ShotFailed(Exception):
 
 
 @flow(name="process-shot", flow_run_name="shot-{shot_id}", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def process_shot(shot_id: str, shot: dict, options: dict, run_id: str, edit: str, attempt: int = 1) -> dict:
+def process_shot(shot_id: str, shot: dict, options: dict, run_id: str, edit: str, attempt: int = 1,
+                 force: bool = False) -> dict:
     """Returns the shot's manifest row (and deliverable); raises ShotFailed after recording a failure."""
     shot, opts = Shot.from_dict(shot), RunOptions(**options)
     progress, started = ShotProgress(shot_id), utcnow()
     backend = load_backend(opts.backend)
-    prepared = deliverable = None
+    prepared = deliverable = key = None
     chunk_rows: list[dict] = []
     try:
         prepared = prepare_shot(shot, opts.out, progress.stage("prepare"))
@@ -36,14 +37,16 @@ def process_shot(shot_id: str, shot: dict, options: dict, run_id: str, edit: str
         results = [f.result() for f in futures]
         chunk_rows = [chunk_row(run_id, attempt, shot_id, c, r, backend, _store(opts))
                       for c, r in zip(prepared.chunks, results)]
-        deliverable = conform_shot(prepared, results, opts.out, opts.format, progress.stage("conform"))
-        status, error = "done", None
+        deliverable, key, reused = conform_shot(prepared, results, opts.out, opts.format, force,
+                                                progress.stage("conform"))
+        status, error = ("up_to_date" if reused else "done"), None
     except NothingToRemove as e:
         status, error = "skipped", str(e)
     except Exception as e:  # noqa: BLE001 - any failure is this shot's alone
         status, error = "failed", f"{type(e).__name__}: {e}" if not str(e).startswith("shot ") else str(e)
     row = shot_row(run_id, attempt, shot, edit, status, error=error, prepared=prepared, deliverable=deliverable,
-                   backend=backend, passes=opts.passes, seed=opts.seed, store=_store(opts), started_at=started)
+                   backend=backend, passes=opts.passes, seed=opts.seed, store=_store(opts), started_at=started,
+                   content_key=key)
     record_shot(opts.out, row, chunk_rows)
     shot_artifact(row)
     if status == "failed":

@@ -11,9 +11,8 @@ from storage.store import ArtifactStore
 from tasks import report
 
 
-def run_batch(**params) -> tuple[list[dict], list[str]]:
-    """Run `process_edit` in this process; returns this run's shot rows and the failed shot ids."""
-    run_id = new_run_id()
+def _with_progress(run, out: str, run_id: str) -> tuple[list[dict], list[str]]:
+    """Call `run()` with progress bars fed by the shots' progress; returns this run's rows and failures."""
     with Progress(TextColumn("{task.description:<24}"), BarColumn(), TextColumn("{task.fields[stage]:<8}"),
                   TimeElapsedColumn(), transient=False) as bars:
         tasks: dict[str, int] = {}
@@ -30,10 +29,26 @@ def run_batch(**params) -> tuple[list[dict], list[str]]:
 
         report.add_listener(on_progress)
         try:
-            process_edit(**params, run_id=run_id, return_state=True)
+            run()
         finally:
             report.remove_listener(on_progress)
-    rows = [r for r in manifest.read_shots(ArtifactStore(params["out"])) if r["run_id"] == run_id]
+    rows = [r for r in manifest.read_shots(ArtifactStore(out)) if r["run_id"] == run_id]
+    return rows, [r["shot_id"] for r in rows if r["status"] == "failed"]
+
+
+def run_batch(**params) -> tuple[list[dict], list[str]]:
+    """Run `process_edit` in this process; returns this run's shot rows and the failed shot ids."""
+    run_id = new_run_id()
+    return _with_progress(lambda: process_edit(**params, run_id=run_id, return_state=True), params["out"], run_id)
+
+
+def run_rerun(out: str, relink: str | None, shots_file: str | None) -> tuple[list[dict], list[str]]:
+    """Run `rerun_failed`; returns the rows it wrote and the shots still failing."""
+    from flows.rerun_failed import rerun_failed
+
+    before = {r["run_id"] for r in manifest.read_shots(ArtifactStore(out))}
+    _with_progress(lambda: rerun_failed(out=out, relink=relink, shots_file=shots_file, return_state=True), out, "")
+    rows = [r for r in manifest.read_shots(ArtifactStore(out)) if r["run_id"] not in before]
     return rows, [r["shot_id"] for r in rows if r["status"] == "failed"]
 
 

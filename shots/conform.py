@@ -58,6 +58,12 @@ def _keep_region_change(src: np.ndarray, out: np.ndarray, mask: np.ndarray, roi,
     return int(diff.max())
 
 
+def render_key(prepared: PreparedShot, chunk_output_keys: list[str], fmt: str) -> str:
+    """What decides a deliverable's pixels: the prepared shot, the chunk results, the format."""
+    ident = "|".join([prepared.work_key, *sorted(chunk_output_keys), fmt])
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
 def next_version(store: ArtifactStore, shot_id: str) -> int:
     versions = [int(m.group(1)) for k in store.list(f"shots/{shot_id}")
                 if (m := re.match(rf"shots/{re.escape(shot_id)}/v(\d{{3,}})/", k))]

@@ -31,7 +31,7 @@ SHOTS_SCHEMA = pa.schema(
         ("clip_name", pa.string()),
         ("track", pa.string()),
         ("edit_uri", pa.string()),
-        ("status", pa.string()),  # done | failed | skipped | degraded | up_to_date
+        ("status", pa.string()),  # done | failed | skipped | degraded | up_to_date (reused, no new version)
         ("error", pa.string()),
         ("source_uri", pa.string()),
         ("rate", pa.string()),  # exact, '24000/1001'
@@ -196,7 +196,29 @@ def latest_by_shot(rows: list[dict]) -> dict[str, dict]:
     return latest
 
 
+def find_current(store: ArtifactStore, shot_id: str, content_key: str) -> dict | None:
+    """The newest finished row of `shot_id` rendered from the same content, if its output still exists."""
+    rows = [r for r in read_shots(store) if r["shot_id"] == shot_id and r.get("content_key") == content_key
+            and r["status"] in ("done", "up_to_date") and r.get("output_uri")]
+    for row in sorted(rows, key=lambda r: (r.get("finished_at") is not None, r.get("finished_at")), reverse=True):
+        try:
+            if store.exists(store.key_of(row["output_uri"])):
+                return row
+        except StoreError:
+            continue
+    return None
+
+
+def next_attempts(store: ArtifactStore, shot_ids: Iterable[str]) -> dict[str, int]:
+    """1 + the highest attempt recorded for each shot (1 for a shot never seen in this output)."""
+    seen: dict[str, int] = {}
+    for r in read_shots(store):
+        seen[r["shot_id"]] = max(seen.get(r["shot_id"], 0), r.get("attempt") or 0)
+    return {s: seen.get(s, 0) + 1 for s in shot_ids}
+
+
 __all__ = [
     "SHOTS_SCHEMA", "CHUNKS_SCHEMA", "SCHEMA_VERSION", "ManifestError", "StoreError", "encode", "decode",
-    "record_shots", "record_chunks", "read_shots", "read_chunks", "latest_by_shot", "merge_rows",
+    "record_shots", "record_chunks", "read_shots", "read_chunks", "latest_by_shot", "merge_rows", "find_current",
+    "next_attempts",
 ]

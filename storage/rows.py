@@ -13,7 +13,7 @@ def utcnow() -> datetime:
 def shot_row(run_id: str, attempt: int, shot, edit_uri: str, status: str, *, error: str | None = None,
              prepared=None, deliverable=None, backend=None, passes: int | None = None, seed: int | None = None,
              conform_uri: str | None = None, store=None, started_at=None, finished_at=None,
-             peak_rss_mb: float | None = None) -> dict:
+             peak_rss_mb: float | None = None, content_key: str | None = None) -> dict:
     """A shots.parquet row; `prepared`, `deliverable` and `backend` fill in what exists so far."""
     finished_at = finished_at or utcnow()
     row = {
@@ -32,7 +32,9 @@ def shot_row(run_id: str, attempt: int, shot, edit_uri: str, status: str, *, err
     }
     if prepared is not None:
         row.update(roi=prepared.roi.as_list(), chunks=len(prepared.chunks), mask_source=prepared.mask_source,
-                   quadmask_uri=prepared.mask_path, content_key=prepared.work_key.rsplit("/", 1)[-1])
+                   quadmask_uri=prepared.mask_path)
+    if content_key is not None:
+        row["content_key"] = content_key
     if backend is not None:
         row.update(backend=backend.name, backend_version=backend.version)
     if deliverable is not None:
@@ -59,3 +61,14 @@ def chunk_row(run_id: str, attempt: int, shot_id: str, chunk_input, result, back
         row.update(seed=result.seed, content_key=result.content_key, cached=result.cached,
                    output_uri=store.uri(result.output_key), seconds=result.seconds, peak_rss_mb=result.peak_rss_mb)
     return row
+
+
+def deliverable_from_row(row: dict, store):
+    """The Deliverable a finished manifest row describes (to reuse an up-to-date version)."""
+    from shots.conform import Deliverable
+
+    return Deliverable(shot_id=row["shot_id"], version=row["version"], output_key=store.key_of(row["output_uri"]),
+                       output_format=row["output_format"], first_frame=row["output_first_frame"],
+                       frames=row["frames"], sha256=row["output_sha256"],
+                       contact_sheet_key=store.key_of(row["contact_sheet_uri"]),
+                       keep_max_diff=row["qc_keep_max_diff"])

@@ -1,6 +1,8 @@
 """Tasks over the whole edit: plan the shots, write the conformed edit."""
 from __future__ import annotations
 
+import json
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -23,3 +25,17 @@ def conform_edit(edit: str, options, delivered: dict) -> str | None:
         return None
     store = ArtifactStore(options.out)
     return store.uri(conform.conform_edit(edit, options.edit_rate, delivered, store))
+
+
+@task(name="record-run", cache_policy=NO_CACHE)
+def record_run(run_id: str, edit: str, options) -> str:
+    """Keep what a batch was asked to do, so `rerun` can repeat it for the shots that failed."""
+    store = ArtifactStore(options.out)
+    return store.put_bytes(f"runs/{run_id}.json", json.dumps({"edit": edit, "options": options.to_dict()},
+                                                            indent=1).encode())
+
+
+def read_run(out: str, run_id: str) -> tuple[str, dict]:
+    """(edit, options) of an earlier batch in `out`."""
+    doc = json.loads(ArtifactStore(out).get_bytes(f"runs/{run_id}.json"))
+    return doc["edit"], doc["options"]

@@ -8,6 +8,7 @@ from model import removal
 from model.select import load_backend
 from shots import conform, extract
 from storage import manifest
+from storage.rows import deliverable_from_row
 from storage.store import ArtifactStore
 
 
@@ -30,10 +31,19 @@ def remove_chunk(chunk: extract.ChunkInput, shot_id: str, work_key: str, prompt:
 
 @task(name="conform-shot", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResult], out: str, fmt: str,
-                 progress=None) -> conform.Deliverable:
-    """Stitch, composite into the full-resolution plate, publish a new version."""
+                 force: bool = False, progress=None) -> tuple[conform.Deliverable, str, bool]:
+    """Stitch, composite into the full-resolution plate, publish a new version; or reuse an identical one.
+
+    Returns (deliverable, render key, reused): a shot whose content, results and format match a
+    version already delivered is up to date and gets no new version unless `force`.
+    """
+    store = ArtifactStore(out)
+    key = conform.render_key(prepared, [r.output_key for r in results], fmt)
+    if not force and (row := manifest.find_current(store, prepared.shot.shot_id, key)):
+        get_run_logger().info("shot %s: up to date as v%03d", prepared.shot.shot_id, row["version"])
+        return deliverable_from_row(row, store), key, True
     outputs = {r.chunk_index: r.output_key for r in results}
-    return conform.conform_shot(prepared, outputs, ArtifactStore(out), fmt, progress=progress)
+    return conform.conform_shot(prepared, outputs, store, fmt, progress=progress), key, False
 
 
 @task(name="record-shot", cache_policy=NO_CACHE)

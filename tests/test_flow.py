@@ -140,18 +140,42 @@ def test_conformed_edit_points_at_deliverables(batch):
             assert clip.active_media_reference_key == "DEFAULT_MEDIA"
 
 
-def test_rerun_writes_next_version(batch):
+def test_run_again_is_up_to_date_force_writes_next_version(batch):
     from flows.process_edit import process_edit
 
     _, out, edit, _ = batch
     process_edit(edit=str(edit), out=str(out), return_state=True)
-    assert (Path(out) / "shots" / "sh010" / "v002").is_dir() and (Path(out) / "shots" / "sh010" / "v001").is_dir()
-    assert (Path(out) / "conform" / "sample_edit_void_v002.otio").is_file()
     rows = manifest.read_shots(ArtifactStore(str(out)))
-    assert sorted(r["version"] for r in rows if r["shot_id"] == "sh010") == [1, 2]
-    # chunk results are content-keyed: the second run reused them
+    again = [r for r in rows if r["shot_id"] == "sh010"]
+    assert [r["status"] for r in again] == ["done", "up_to_date"] and [r["attempt"] for r in again] == [1, 2]
+    assert again[1]["version"] == 1 and again[1]["output_uri"] == again[0]["output_uri"]
+    assert not (Path(out) / "shots" / "sh010" / "v002").exists()
+    assert not (Path(out) / "conform" / "sample_edit_void_v002.otio").exists()  # nothing new to conform
+    # chunk results are content-keyed: the second run reused them all
     chunks = manifest.read_chunks(ArtifactStore(str(out)))
     assert sum(bool(c["cached"]) for c in chunks) == 3
+
+    process_edit(edit=str(edit), out=str(out), force=True, only_shots=["sh010"], return_state=True)
+    assert (Path(out) / "shots" / "sh010" / "v002").is_dir() and (Path(out) / "shots" / "sh010" / "v001").is_dir()
+    assert (Path(out) / "conform" / "sample_edit_void_v002.otio").is_file()
+    assert sorted(r["version"] for r in manifest.read_shots(ArtifactStore(str(out))) if r["shot_id"] == "sh010") \
+        == [1, 1, 2]
+
+
+def test_rerun_failed_processes_exactly_the_failed_shots(batch, generated_edit, tmp_path):
+    from flows.rerun_failed import rerun_failed
+
+    _, out, _, samples = batch
+    before = manifest.read_shots(ArtifactStore(str(out)))
+    fixed = tmp_path / "fixed.json"  # the fix: sh030 gets a mask of the right size
+    fixed.write_text(json.dumps({"sh030": {"quadmask": samples["sh010"].quadmask.replace("sh010", "sh030")}}))
+    state = rerun_failed(out=str(out), shots_file=str(fixed), return_state=True)
+    assert state.is_completed(), state.message
+    after = manifest.read_shots(ArtifactStore(str(out)))
+    new = [r for r in after if r not in before]
+    assert [(r["shot_id"], r["status"], r["attempt"]) for r in new] == [("sh030", "done", 2)]
+    assert (Path(out) / "shots" / "sh030" / "v001").is_dir()
+    assert manifest.latest_by_shot(after)["sh030"]["status"] == "done"
 
 
 def test_disk_failure_leaves_no_half_version(prefect_server, tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from model.void.loading import (
     load_void_pass1,
     resolve_model_dir,
 )
-from model.void.offload import ModelOffload
+from model.void.offload import ModelOffload, SequentialOffload
 from model.void.tiny import write_tiny_model
 
 
@@ -161,3 +161,34 @@ def test_model_offload_hooks_give_the_same_frames(tiny_dir, tmp_path):
     finally:
         offload.remove(pipe)
     assert {"T5EncoderModel", "CogVideoXTransformer3DModel", "AutoencoderKLVoid"} <= set(seen)
+
+
+def test_sequential_offload_hooks_give_the_same_frames(tiny_dir, tmp_path, monkeypatch):
+    """Layer-by-layer offload, exercised on the CPU: every weight-owning layer is hooked, results do not change."""
+    import model.void.offload as offload_module
+
+    model = load_void_pass1(tiny_dir, cache_dir=tmp_path)
+    pipe = model.pipeline
+    video = np.random.default_rng(1).integers(0, 256, (13, 32, 32, 3), dtype=np.uint8)
+    mask = np.full((13, 32, 32), 255, np.uint8)
+    mask[:, 4:20, 4:28] = 127
+    embeds = model.prompts.get("x")
+
+    def run():
+        return pipe(video, mask, prompt_embeds=embeds, num_inference_steps=2,
+                    generator=torch.Generator().manual_seed(0)).frames
+
+    plain = run()
+    moved = []
+    real_move = offload_module._move_own_tensors
+    monkeypatch.setattr(offload_module, "_move_own_tensors",
+                        lambda module, device: moved.append(module) or real_move(module, device))
+    offload = SequentialOffload({"transformer": pipe.transformer, "vae": pipe.vae}, "cpu", pipe)
+    try:
+        assert np.array_equal(run(), plain)
+    finally:
+        offload.remove(pipe)
+    assert pipe.transformer.proj_out in moved and pipe.vae.decoder.conv_out.conv in moved
+
+    t5 = PromptEmbeddings(tiny_dir, torch.device("cpu"), torch.float32, cache_dir=tmp_path, sequential_offload=True)
+    assert torch.equal(t5.get("x"), embeds)

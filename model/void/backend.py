@@ -135,7 +135,7 @@ class VoidBackend:
 def compile_transformer(transformer: torch.nn.Module) -> None:
     """Compile the repeated transformer blocks (one graph reused 42 times); whole-model compile as fallback."""
     if getattr(transformer, "_repeated_blocks", None) and hasattr(transformer, "compile_repeated_blocks"):
-        transformer.compile_repeated_blocks(fullgraph=True)
+        transformer.compile_repeated_blocks()
     else:
         for block in transformer.transformer_blocks:
-            block.compile(fullgraph=True)
+            block.compile()

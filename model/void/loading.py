@@ -296,8 +296,10 @@ class PromptEmbeddings:
 
     def __init__(self, model_dir: Path, device: torch.device, dtype: torch.dtype,
                  store_dir: str | os.PathLike | None = None, release_after_use: bool = False,
-                 cache_dir: str | os.PathLike | None = None, max_sequence_length: int = MAX_SEQUENCE_LENGTH):
+                 cache_dir: str | os.PathLike | None = None, max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+                 sequential_offload: bool = False):
         self.model_dir = Path(model_dir)
+        self.sequential_offload = sequential_offload
         self.device = device
         self.dtype = dtype
         self.store_dir = Path(store_dir) if store_dir else None
@@ -330,7 +332,14 @@ class PromptEmbeddings:
         """(tokenizer, text_encoder), loading them if needed."""
         if self._text_encoder is None:
             self._tokenizer = load_tokenizer(self.model_dir / "tokenizer")
-            self._text_encoder = load_text_encoder(self.model_dir / "text_encoder", self.dtype, self.device)
+            if self.sequential_offload:
+                from model.void.offload import SequentialOffload
+
+                self._text_encoder = load_text_encoder(self.model_dir / "text_encoder", self.dtype,
+                                                       torch.device("cpu"))
+                SequentialOffload({"text_encoder": self._text_encoder}, self.device)
+            else:
+                self._text_encoder = load_text_encoder(self.model_dir / "text_encoder", self.dtype, self.device)
         return self._tokenizer, self._text_encoder
 
     def get(self, prompt: str) -> torch.Tensor:
@@ -397,7 +406,7 @@ class VoidPass1:
     offload: "object | None" = field(default=None, repr=False)
 
     def release_device_memory(self) -> None:
-        """After a chunk in model_offload mode: move the resident component back to the CPU."""
+        """After a chunk in an offload mode: move whatever is still resident back to the CPU."""
         if self.offload is not None:
             self.offload.offload_all()
 
@@ -425,7 +434,8 @@ def load_void_pass1(model_dir: str | os.PathLike, mode: str = "full", device: st
     - `full`: T5, VAE and transformer resident on the device (about 21 GB of bf16 weights).
     - `model_offload`: components live on the CPU and move to the device whole while they run; T5 is loaded
       only to encode prompts not yet cached and dropped before the transformer is used.
-    - `sequential_offload`: diffusers leaf-level group offloading (lowest VRAM, slowest).
+    - `sequential_offload`: weights move layer by layer (lowest VRAM, slowest); T5 too.
+    (Both offload modes are `model.void.offload`'s hooks: diffusers' own need accelerate, absent here.)
     `warm_prompts` are encoded before the transformer is loaded (e.g. the negative prompt).
     """
     from model.void.pipeline_void import VoidPass1Pipeline
@@ -446,7 +456,7 @@ def load_void_pass1(model_dir: str | os.PathLike, mode: str = "full", device: st
     offloading = mode != "full"
     home = torch.device("cpu") if offloading else device
     prompts = PromptEmbeddings(root, device, dtype, store_dir=embeddings_dir, release_after_use=offloading,
-                               cache_dir=cache_dir)
+                               cache_dir=cache_dir, sequential_offload=mode == "sequential_offload")
     prompts.get_many(warm_prompts)  # with offloading, T5 is gone again before the transformer loads
     tokenizer, text_encoder = prompts.components() if not offloading else (None, None)
 
@@ -462,8 +472,9 @@ def load_void_pass1(model_dir: str | os.PathLike, mode: str = "full", device: st
 
         offload = ModelOffload(pipe, device)
     elif mode == "sequential_offload":
-        pipe.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
-                                  offload_type="leaf_level", use_stream=True)
+        from model.void.offload import SequentialOffload
+
+        offload = SequentialOffload({"transformer": transformer, "vae": vae}, device, pipe)
     return VoidPass1(pipeline=pipe, prompts=prompts, model_dir=root, weights_sha256=sha,
                      add_noise_in_inpaint_model=info.add_noise_in_inpaint_model, device=device, dtype=dtype,
                      mode=mode, offload=offload)

@@ -205,6 +205,7 @@ class VoidPass1Pipeline(DiffusionPipeline):
         window_size: int,
         window_overlap: int,
         callback_on_step_end_tensor_inputs,
+        output_type: str = "np",
     ) -> None:
         if video.ndim != 4 or video.shape[-1] != 3:
             raise ValueError(f"`video` must be (frames, height, width, 3), got shape {tuple(video.shape)}")
@@ -243,6 +244,8 @@ class VoidPass1Pipeline(DiffusionPipeline):
             raise ValueError("This pipeline has no text encoder; pass `prompt_embeds` instead of `prompt`.")
         if num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
+        if output_type not in ("np", "pt", "latent"):
+            raise ValueError(f"`output_type` must be 'np', 'pt' or 'latent', got {output_type!r}")
         if window_size < 2 or window_size % 2 or not 0 <= window_overlap < window_size:
             raise ValueError(f"`window_size` must be even and >= 2 (patch_size_t=2) with 0 <= window_overlap < "
                              f"window_size; got {window_size} and {window_overlap}")
@@ -316,9 +319,10 @@ class VoidPass1Pipeline(DiffusionPipeline):
           `invert_scale_latents`), one batch item at a time.
         - optional noise augmentation of the video, N(0,1) * strength, skipping pixels exactly at -1. Deliberate
           difference: the reference draws it from the unseeded global RNG; here it comes from `generator`.
+        `binarize_mask` is the reference's pass 2 quantization (affected -> remove), for a pass 2 pipeline.
         """
         vae_dtype = self.vae.dtype
-        mask = quadmask_to_vae_mask(quadmask.to(device))  # (T, H, W) float32
+        mask = quadmask_to_vae_mask(quadmask.to(device), binarize=binarize_mask)  # (T, H, W) float32
         mask = mask[None, None].expand(1, 3, *mask.shape)  # (1, 3, T, H, W)
 
         if video.dtype == torch.uint8:
@@ -512,7 +516,7 @@ class VoidPass1Pipeline(DiffusionPipeline):
         # 1. Check inputs. Raise error if not correct
         self.check_inputs(video, quadmask, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
                           guidance_scale, num_inference_steps, window_size, window_overlap,
-                          callback_on_step_end_tensor_inputs)
+                          callback_on_step_end_tensor_inputs, output_type)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         num_frames, height, width = video.shape[:3]
@@ -576,8 +580,6 @@ class VoidPass1Pipeline(DiffusionPipeline):
             frames = (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)  # (1, T, 3, H, W)
             if output_type == "np":
                 frames = frames.permute(0, 1, 3, 4, 2).cpu().numpy()
-            elif output_type != "pt":
-                raise ValueError(f"`output_type` must be 'np', 'pt' or 'latent', got {output_type!r}")
 
         # Offload all models
         self.maybe_free_model_hooks()
