@@ -83,21 +83,29 @@ def run(edit: EditArg, out: OutOpt,
         format: Annotated[str, typer.Option("--format", help="png | exr | prores")] = "png",
         shots: ShotsOpt = None, relink: RelinkOpt = None, rate: RateOpt = None, handles: HandlesOpt = 8,
         seed: Annotated[int, typer.Option(help="Base seed; each chunk's seed derives from shot id and chunk")] = 0,
-        force: Annotated[bool, typer.Option("--force", help="Render a new version even when up to date")] = False):
+        force: Annotated[bool, typer.Option("--force", help="Render a new version even when up to date")] = False,
+        model_dir: Annotated[Optional[str], typer.Option("--model-dir", help="VOID weights folder or fsspec URI")] = None,
+        steps: Annotated[int, typer.Option(help="VOID denoising steps")] = 50,
+        guidance: Annotated[float, typer.Option(help="VOID classifier-free guidance (1.0: none)")] = 1.0,
+        model_size: Annotated[str, typer.Option("--model-size", help="Working size HxW (VOID: 384x672)")] = "384x672"):
     """Run the batch over an edit: every flagged shot gets a new clean-plate version."""
     from tasks.options import RunOptions
 
     try:
-        RunOptions(out=str(out), backend=backend, passes=passes, format=format, rate=rate, handles=handles)
-        if passes == 2 and backend == "classical":
-            raise ValueError("--passes 2 is VOID's refinement; the classical backend has one pass")
+        RunOptions(out=str(out), backend=backend, passes=passes, format=format, rate=rate, handles=handles,
+                   model_dir=model_dir, steps=steps, guidance=guidance, model_size=model_size)
+        if passes == 2:
+            raise ValueError("--passes 2 (VOID's warped-noise refinement) is not in this build yet; use --passes 1")
+        if backend == "void" and not model_dir:
+            raise ValueError("--backend void needs --model-dir (try `voidbatch dev tiny-model DIR` for a test model)")
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     from flows.runner import run_batch
 
     rows, failed = run_batch(edit=str(edit), out=str(out), backend=backend, passes=passes, format=format,
                              rate=rate, handles=handles, shots_file=str(shots) if shots else None,
-                             relink=str(relink) if relink else None, seed=seed, force=force)
+                             relink=str(relink) if relink else None, seed=seed, force=force, model_dir=model_dir,
+                             steps=steps, guidance=guidance, model_size=model_size)
     _print_rows(rows, title=f"{edit.name} -> {out}")
     raise typer.Exit(1 if failed else 0)
 
@@ -145,6 +153,19 @@ def demo(out: OutOpt = Path("demo_out")):
     Console().print(table)
     Console().print(f"results: {out}/shots  conformed edit: {out}/conform  manifest: {out}/manifest")
     raise typer.Exit(1 if failed else 0)
+
+
+dev = typer.Typer(help="Developer tools.", no_args_is_help=True)
+app.add_typer(dev, name="dev")
+
+
+@dev.command("tiny-model")
+def tiny_model(folder: Annotated[Path, typer.Argument(help="Where to write the model directory")]):
+    """Write a tiny random-weight VOID model in the real layout, for tests and `--backend void` on a CPU."""
+    from model.void.tiny import write_tiny_model
+
+    write_tiny_model(folder)
+    Console().print(f"tiny VOID model written to {folder} (random weights: output is noise, the plumbing is real)")
 
 
 def _print_rows(rows: list[dict], title: str) -> None:

@@ -25,14 +25,14 @@ def process_shot(shot_id: str, shot: dict, options: dict, run_id: str, edit: str
     """Returns the shot's manifest row (and deliverable); raises ShotFailed after recording a failure."""
     shot, opts = Shot.from_dict(shot), RunOptions(**options)
     progress, started = ShotProgress(shot_id), utcnow()
-    backend = load_backend(opts.backend)
-    prepared = deliverable = key = None
+    prepared = deliverable = key = backend = None
     chunk_rows: list[dict] = []
     try:
-        prepared = prepare_shot(shot, opts.out, progress.stage("prepare"))
+        backend = load_backend(*opts.backend_args())
+        prepared = prepare_shot(shot, opts.out, opts.model_hw, progress.stage("prepare"))
         prompt = shot.instructions.prompt or ""
-        futures = [remove_chunk.submit(c, shot_id, prepared.work_key, prompt, opts.backend, opts.out, opts.seed,
-                                       shot.rate, progress=p)
+        futures = [remove_chunk.submit(c, shot_id, prepared.work_key, prompt, opts.backend_args(), opts.out,
+                                       opts.seed, shot.rate, progress=p)
                    for c, p in zip(prepared.chunks, progress.chunks(len(prepared.chunks)))]
         results = [f.result() for f in futures]
         chunk_rows = [chunk_row(run_id, attempt, shot_id, c, r, backend, _store(opts))

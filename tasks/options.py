@@ -22,14 +22,33 @@ class RunOptions:
     shots_file: str | None = None
     relink: str | None = None
     seed: int = 0
+    model_dir: str | None = None  # VOID weights: local folder or fsspec URI
+    steps: int = 50
+    guidance: float = 1.0
+    model_size: str = "384x672"  # height x width the model works at; VOID is trained at 384x672
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.passes not in (1, 2):
             raise ValueError(f"--passes must be 1 or 2, got {self.passes}")
+        try:
+            h, w = self.model_hw
+        except ValueError:
+            raise ValueError(f"--model-size must be HEIGHTxWIDTH, got {self.model_size!r}") from None
+        if h % 16 or w % 16:
+            raise ValueError(f"--model-size must be multiples of 16, got {self.model_size!r}")
         if self.format not in FORMATS:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+
+    @property
+    def model_hw(self) -> tuple[int, int]:
+        h, w = self.model_size.lower().split("x")
+        return int(h), int(w)
+
+    def backend_args(self) -> tuple:
+        """Arguments of model.select.load_backend for this run."""
+        return self.backend, self.model_dir, self.steps, self.guidance
 
     def ingest_options(self) -> IngestOptions:
         return IngestOptions(rate=self.edit_rate, handles=self.handles, sidecar=self.shots_file,

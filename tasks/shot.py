@@ -13,19 +13,19 @@ from storage.store import ArtifactStore
 
 
 @task(name="prepare-shot", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def prepare_shot(shot, out: str, progress=None) -> extract.PreparedShot:
+def prepare_shot(shot, out: str, model_size: tuple[int, int], progress=None) -> extract.PreparedShot:
     """Validate the mask, choose the ROI, write model-size plate and mask chunks to the store."""
-    prepared = extract.prepare_shot(shot, ArtifactStore(out), progress=progress)
+    prepared = extract.prepare_shot(shot, ArtifactStore(out), progress=progress, model_size=tuple(model_size))
     get_run_logger().info("shot %s: %d chunks, ROI %s", shot.shot_id, len(prepared.chunks), prepared.roi.as_list())
     return prepared
 
 
 @task(name="remove-chunk", tags=["removal"], retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
       task_run_name="remove-{shot_id}-c{chunk.chunk.index}")
-def remove_chunk(chunk: extract.ChunkInput, shot_id: str, work_key: str, prompt: str, backend: str, out: str,
+def remove_chunk(chunk: extract.ChunkInput, shot_id: str, work_key: str, prompt: str, backend: tuple, out: str,
                  seed: int, rate, progress=None) -> removal.ChunkResult:
     """One chunk through the removal backend; a stored result with the same content key is reused."""
-    return removal.remove_chunk(chunk, load_backend(backend), ArtifactStore(out), work_key, shot_id, prompt,
+    return removal.remove_chunk(chunk, load_backend(*backend), ArtifactStore(out), work_key, shot_id, prompt,
                                 seed, rate, progress=progress)
 
 

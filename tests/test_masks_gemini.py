@@ -170,6 +170,20 @@ def test_good_answer_is_validated_rasterized_and_cached(fake, inp, tmp_path):
     assert again.tokens_in == 0
 
 
+def test_unreachable_cache_does_not_lose_the_answer(fake, inp):
+    class DownStore:
+        def exists(self, key):
+            raise OSError("store down")
+
+        def put_bytes(self, key, data):
+            raise OSError("store down")
+
+    fake.script = [("ok", good_answer(len(inp.frames), inp.grid))]
+    r = reasoner(fake, api_key="  test-key-123\n").reason(inp, store=DownStore())
+    assert r.reasoner == "gemini" and not r.degraded and not r.cached
+    assert fake.requests[0]["headers"]["x-goog-api-key"] == "test-key-123"
+
+
 def test_malformed_json_is_retried(fake, inp):
     fake.script = [("ok", "{this is not json"), ("ok", '{"affected_objects": "nope"}'),
                    ("ok", good_answer(len(inp.frames), inp.grid))]

@@ -41,9 +41,11 @@ def test_late_click_classical_heuristic(plate, tmp_path):
     late = OFFSET + 27  # media frame of the only click: shot frame 27 of 36
     ins = Instructions(points={late: _click(sc, late), OFFSET + N + 2: [[1.0, 1.0]]}, instruction="remove the ball")
     out = tmp_path / "quadmask.mkv"
+    ticks = []
     r = build_quadmask(path, OFFSET, N, sc.rate, ins, out, segmenter=ClassicalSegmenter(),
                        reasoner=HeuristicReasoner(), preview_path=tmp_path / "preview.mp4",
-                       contact_sheet_path=tmp_path / "sheet.png")
+                       contact_sheet_path=tmp_path / "sheet.png", progress=ticks.append)
+    assert ticks == sorted(ticks) and ticks[-1] == 1.0 and len(ticks) > N
     assert (r.source, r.reasoner, r.degraded) == ("classical", "heuristic", True)
     assert "heuristic" in r.reason and r.tokens_in == 0
     assert r.details["prompt_frames"] == [27] and any("outside the shot" in n for n in r.details["notes"])

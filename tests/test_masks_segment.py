@@ -166,30 +166,34 @@ def one_torch_thread():
     torch.set_num_threads(saved)
 
 
-def test_sam2_tiny_random_weights_late_clicks_cover_every_frame(tiny_sam2_dir, one_torch_thread):
-    sc, frames = _scene_frames("static", 10, 72, 128, 0, 1024)
+def test_sam2_tiny_random_weights_late_clicks_cover_every_frame(tiny_sam2_dir, one_torch_thread, monkeypatch):
+    n, first = 20, 12
+    sc, frames = _scene_frames("static", n, 72, 128, 0, 1024)
     seg = SAM2Segmenter.from_dir(tiny_sam2_dir, device="cpu")
     assert seg.name == "sam2" and seg.device.type == "cpu"
-    seen = []
+    seen, held = [], []
     real = seg.predictor.propagate_in_video
 
     def spy(state, **kw):
         for out in real(state, **kw):
             seen.append((out[0], kw["reverse"]))
             yield out
+            held.append(len(state["output_dict_per_obj"][0]["non_cond_frame_outputs"]))
 
     seg.predictor.propagate_in_video = spy
-    ys, xs = np.nonzero(_object(sc)[6])
-    # first prompts late (frame 6, a click and a negative click), a box on frame 8
-    prompts = Prompts.make(points={6: [[xs.mean(), ys.mean()]]}, negative_points={6: [[2.0, 2.0]]},
-                           boxes={8: [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]})
+    ys, xs = np.nonzero(_object(sc)[first])
+    # first prompts late (a click and a negative click), a box on a later frame
+    prompts = Prompts.make(points={first: [[xs.mean(), ys.mean()]]}, negative_points={first: [[2.0, 2.0]]},
+                           boxes={first + 3: [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]})
     masks = seg.segment(frames, prompts)
-    assert isinstance(masks, MaskStack) and len(masks) == 10 and masks.size == (72, 128)
+    assert isinstance(masks, MaskStack) and len(masks) == n and masks.size == (72, 128)
     assert masks[0].shape == (72, 128) and masks[0].dtype == bool
     # backwards from the first prompt to 0, then forwards to the end: every frame was produced
-    assert sorted({f for f, _ in seen}) == list(range(10))
-    assert [f for f, rev in seen if rev] == [6, 5, 4, 3, 2, 1, 0]
-    assert [f for f, rev in seen if not rev] == list(range(6, 10))
+    assert sorted({f for f, _ in seen}) == list(range(n))
+    assert [f for f, rev in seen if rev] == list(range(first, -1, -1))
+    assert [f for f, rev in seen if not rev] == list(range(first, n))
+    # memory the tracker can no longer reach is dropped: (maskmem 3 - 1, obj ptrs 4) + 1 frames at most
+    assert max(held) <= seg._memory_reach() + 1 < n - 1
 
 
 def test_sam2_missing_or_mismatched_weights(tiny_sam2_dir, tmp_path):
@@ -249,3 +253,21 @@ def test_segmenters_refuse_prompts_without_a_positive():
         ClassicalSegmenter().segment(frames, Prompts.make(negative_points={1: [[3, 3]]}))
     with pytest.raises(SegmentationError, match="shot has 4 frames"):
         ClassicalSegmenter().segment(frames, Prompts.make(points={9: [[3, 3]]}))
+
+
+def test_sam2_through_build_quadmask(tiny_sam2_dir, one_torch_thread, tmp_path):
+    from model.masks import build_quadmask
+    from shots.media import write_video_lossless
+    from shots.quadmask import read_mask_frames
+    from shots.shot import Instructions
+
+    sc = make_scene("pan", 12, 72, 128, seed=4)
+    write_video_lossless(tmp_path / "plate.mkv", sc.plate, sc.rate)
+    ys, xs = np.nonzero(_object(sc)[9])
+    ins = Instructions(points={9: [[float(xs.mean()), float(ys.mean())]]})
+    seg = SAM2Segmenter.from_dir(tiny_sam2_dir, device="cpu", working_long_side=96)
+    r = build_quadmask(tmp_path / "plate.mkv", 2, 8, sc.rate, ins, tmp_path / "q.mkv", segmenter=seg, reasoner=None)
+    assert (r.source, r.reasoner) == ("sam2", "none") and r.details["prompt_frames"] == [7]
+    assert r.details["working_size"] == [54, 96]
+    q = list(read_mask_frames(tmp_path / "q.mkv"))
+    assert len(q) == 8 and q[0].shape == (72, 128)  # source resolution, one frame per shot frame

@@ -99,11 +99,21 @@ def default_dilation(height: int, width: int) -> int:
 
 
 def dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    """`mask` grown by a disc of radius `px`."""
-    if px <= 0 or not mask.any():
+    """`mask` grown by a disc of radius `px` (computed around the mask's bounding box only: a 45 px
+    disc over a whole 4K frame costs ~0.3 s, over the object's box a few ms)."""
+    if px <= 0:
         return mask
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return mask
+    h, w = mask.shape
+    y0, y1 = max(0, rows[0] - px), min(h, rows[-1] + px + 1)
+    x0, x1 = max(0, cols[0] - px), min(w, cols[-1] + px + 1)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
-    return cv2.dilate(mask.astype(np.uint8), k) > 0
+    out = np.zeros_like(mask, dtype=bool)
+    out[y0:y1, x0:x1] = cv2.dilate(mask[y0:y1, x0:x1].astype(np.uint8), k, borderType=cv2.BORDER_CONSTANT,
+                                   borderValue=0) > 0
+    return out
 
 
 def combine(remove: np.ndarray, affected: np.ndarray, first_frame: bool = False,

@@ -58,9 +58,8 @@ class Grid:
         if cells.shape != self.shape:
             raise ValueError(f"cells are {cells.shape}, the grid is {self.shape}")
         self._check(size)
-        r_idx = np.repeat(np.arange(self.rows), np.diff(self.row_bounds(size[0])))
-        c_idx = np.repeat(np.arange(self.cols), np.diff(self.col_bounds(size[1])))
-        return cells[r_idx[:, None], c_idx[None, :]]
+        out = np.repeat(cells, np.diff(self.row_bounds(size[0])), axis=0)
+        return np.repeat(out, np.diff(self.col_bounds(size[1])), axis=1)
 
     def cell_of(self, x: float, y: float, size: tuple[int, int]) -> tuple[int, int]:
         """(row, col) of pixel (x, y) in a picture of size=(h, w)."""

@@ -182,7 +182,8 @@ def build_quadmask(media_path, file_start: int, n_frames: int, rate, instruction
                 masks[i] = m
             source = "matte"
         else:
-            masks, source = _segment(segmenter, fallback_segmenter, frames, prompts, reasons)
+            sub = (lambda f: progress(0.1 + 0.45 * f)) if progress is not None else None
+            masks, source = _segment(segmenter, fallback_segmenter, frames, prompts, reasons, sub)
         object_frames = int((masks.areas > 0).sum())
         if object_frames == 0:
             reasons.append("no object found on any frame: the quadmask removes nothing")
@@ -253,16 +254,16 @@ def build_quadmask(media_path, file_start: int, n_frames: int, rate, instruction
 
 
 def _segment(segmenter: Segmenter, fallback: Segmenter | None, frames: Frames, prompts: Prompts,
-             reasons: list[str]) -> tuple[MaskStack, str]:
+             reasons: list[str], progress=None) -> tuple[MaskStack, str]:
     try:
-        return segmenter.segment(frames, prompts), segmenter.name
+        return segmenter.segment(frames, prompts, progress=progress), segmenter.name
     except Exception as e:
         if fallback is None:
             raise
         why = f"{segmenter.name} segmentation failed ({type(e).__name__}: {e}); used {fallback.name}"
         log.warning(why)
         reasons.append(why)
-    return fallback.segment(frames, prompts), fallback.name  # at the primary's working resolution
+    return fallback.segment(frames, prompts, progress=progress), fallback.name  # at the primary's resolution
 
 
 def _reason(reasoner, heuristic, inp: ReasonInput, store) -> ReasonResult:

@@ -300,6 +300,8 @@ def render_still(frame: np.ndarray, grid: Grid, frame_index: int, long_side: int
     if mask is not None:
         m = cv2.resize(mask.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST) > 0
         img[m] = (0.6 * img[m] + 0.4 * np.array([255, 0, 0])).astype(np.uint8)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(img, contours, -1, (255, 0, 0), max(1, int(round(max(H, W) / 400))), cv2.LINE_AA)
     rb, cb = grid.row_bounds(H), grid.col_bounds(W)
     line = max(1, int(round(max(H, W) / 500)))
     for y in rb[1:-1]:
@@ -308,10 +310,16 @@ def render_still(frame: np.ndarray, grid: Grid, frame_index: int, long_side: int
         cv2.line(img, (int(x), 0), (int(x), H - 1), (255, 255, 0), line)
     scale = max(0.35, max(H, W) / 1400)
     th = max(1, int(round(scale * 1.5)))
-    for c in range(grid.cols):
-        _draw_text(img, str(c), (int(cb[c]) + 3, int(18 * scale) + 4), scale, th)
-    for r in range(grid.rows):
-        _draw_text(img, str(r), (3, int(rb[r]) + int(32 * scale) + 4), scale, th)
+
+    def label(text, cx, cy):  # centred on (cx, cy)
+        (tw, tht), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, th)
+        _draw_text(img, text, (int(cx - tw / 2), int(cy + tht / 2)), scale, th)
+
+    text_h = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, th)[0][1]
+    for c in range(grid.cols):  # column numbers along the top, centred on their column
+        label(str(c), (cb[c] + cb[c + 1]) / 2, text_h / 2 + 3)
+    for r in range(grid.rows):  # row numbers down the left edge, centred on their row
+        label(str(r), text_h * 0.6 + 3, (rb[r] + rb[r + 1]) / 2)
     _draw_text(img, f"frame {frame_index}", (int(cb[min(1, grid.cols - 1)]) + 3, H - 6), scale, th)
     return img
 
@@ -529,7 +537,8 @@ class GeminiReasoner:
         return f"GeminiReasoner(model={self.model!r}, base_url={self.base_url!r}, configured={self.configured})"
 
     def _key(self) -> str | None:
-        return self._api_key or os.environ.get(API_KEY_ENV) or None
+        key = (self._api_key or os.environ.get(API_KEY_ENV) or "").strip()  # the SDK strips it too
+        return key or None
 
     @property
     def configured(self) -> bool:
@@ -570,6 +579,20 @@ class GeminiReasoner:
             response_json_schema=RESPONSE_SCHEMA, temperature=self.temperature, seed=self.seed,
             candidate_count=1)
 
+    @staticmethod
+    def _cached(store, key: str):
+        """(Reasoning, usage) from the store, or None (absent, unreadable or unreachable: ask again)."""
+        if store is None:
+            return None
+        try:
+            if not store.exists(key):
+                return None
+            record = json.loads(store.get_bytes(key))
+            return Reasoning.from_dict(record["reasoning"]), record.get("usage")
+        except Exception as e:
+            log.warning("ignoring the cached reasoning %s: %s: %s", key, type(e).__name__, e)
+            return None
+
     # -- call -------------------------------------------------------------------------------------
     def reason(self, inp: ReasonInput, store=None) -> ReasonResult:
         """Ask Gemini (or the cache). Raises ReasonerError when it keeps failing."""
@@ -579,17 +602,13 @@ class GeminiReasoner:
         key = self._cache_key(request)
         details = {"keyframes": request.keyframes, "overlay_frame": request.overlay_frame,
                    "request_bytes": sum(len(b) for b in request.images) + len(request.prompt)}
-        if store is not None and store.exists(key):
-            try:
-                cached = json.loads(store.get_bytes(key))
-                reasoning = Reasoning.from_dict(cached["reasoning"])
-            except (ValueError, KeyError, TypeError) as e:
-                log.warning("ignoring unreadable cached reasoning %s: %s", key, e)
-            else:
-                log.info("gemini: cached answer %s", key)
-                details["cached_usage"] = cached.get("usage")
-                return ReasonResult(reasoning, "gemini", degraded=False, latency_s=time.perf_counter() - t0,
-                                    cached=True, model=self.model, cache_key=key, details=details)
+        cached = self._cached(store, key)
+        if cached is not None:
+            reasoning, usage = cached
+            log.info("gemini: cached answer %s", key)
+            details["cached_usage"] = usage
+            return ReasonResult(reasoning, "gemini", degraded=False, latency_s=time.perf_counter() - t0,
+                                cached=True, model=self.model, cache_key=key, details=details)
         secret = self._key()
         if not secret:
             raise ReasonerError(f"{API_KEY_ENV} is not set")
@@ -602,7 +621,10 @@ class GeminiReasoner:
         if store is not None:
             record = {"reasoning": reasoning.to_dict(), "model": self.model, "prompt_version": PROMPT_VERSION,
                       "usage": usage, "latency_s": round(latency, 3), "created": time.time()}
-            store.put_bytes(key, json.dumps(record, indent=1).encode())
+            try:
+                store.put_bytes(key, json.dumps(record, indent=1).encode())
+            except Exception as e:  # a paid answer is not thrown away because the cache is down
+                log.warning("could not cache the reasoning at %s: %s: %s", key, type(e).__name__, e)
         details["usage"] = usage
         return ReasonResult(reasoning, "gemini", degraded=False, latency_s=latency,
                             tokens_in=usage["tokens_in"], tokens_out=usage["tokens_out"], attempts=attempts,

@@ -12,7 +12,7 @@ return a `MaskStack` with a mask for *every* frame:
   in the reference, but negative clicks and real boxes are passed through (the reference had neither
   and derived a box from the clicks, which truncates objects clicked only in their interior).
 - `ClassicalSegmenter`: CPU only. GrabCut on each prompted frame, then frame-to-frame tracking in
-  both directions: the object's median optical flow (DIS) moves the previous mask, and a GrabCut
+  both directions: masked template matching of the object moves the previous mask, and a GrabCut
   pass in a narrow band around it snaps the boundary to the new frame. Between two prompted frames
   each propagates to the midpoint.
 """
@@ -69,7 +69,9 @@ def _check_prompts(frames: Frames, prompts: Prompts) -> None:
 # SAM2
 
 
-_SAM2_LOCK = threading.Lock()  # init_state goes through a patched module function: one at a time
+# sam2's frame loader and progress bar are module globals that segment() swaps for its own while it
+# runs, so SAM2 segmentations in one process run one at a time (they would share the device anyway).
+_SAM2_LOCK = threading.Lock()
 
 
 class _SAM2Images:
@@ -197,7 +199,8 @@ class SAM2Segmenter:
 
     @contextlib.contextmanager
     def _patched_sam2(self, images: _SAM2Images, size: tuple[int, int]):
-        """init_state loads frames with sam2_video_predictor.load_video_frames; hand it ours."""
+        """init_state loads frames with sam2_video_predictor.load_video_frames: hand it ours; and
+        keep propagate_in_video's tqdm bar out of worker logs."""
         import sam2.sam2_video_predictor as svp
 
         def load_video_frames(**_kwargs):
@@ -319,16 +322,18 @@ class ClassicalSegmenter:
     working_long_side: frames are decoded at this long side.
     seed_iterations / track_iterations: GrabCut iterations on prompted / tracked frames.
     band: width of the uncertain band around the moved mask, as a fraction of the object's radius.
+    search: how far the object may move between frames, in object radii.
+    luma_weight: weight of lightness against colour when GrabCut models colours (shadows are darker,
+        not differently coloured, so a low weight keeps them out of the object).
     """
 
     name = "classical"
 
     def __init__(self, working_long_side: int = 640, seed_iterations: int = 5, track_iterations: int = 2,
-                 band: float = 0.3, luma_weight: float = 0.4):
+                 band: float = 0.3, luma_weight: float = 0.4, search: float = 1.5):
         self.working_long_side = int(working_long_side)
         self.seed_iterations, self.track_iterations, self.band = seed_iterations, track_iterations, band
-        self.luma_weight = luma_weight
-        self._dis = None
+        self.luma_weight, self.search = luma_weight, search
 
     def _colours(self, rgb: np.ndarray) -> np.ndarray:
         """Lab with lightness scaled down: a shadow (darker, same chroma) looks like its background."""
@@ -405,30 +410,43 @@ class ClassicalSegmenter:
         return out
 
     # -- propagation ------------------------------------------------------------------------------
-    def _flow(self):
-        if self._dis is None:
-            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        return self._dis
-
     def _track(self, prev: np.ndarray, prev_mask: np.ndarray, img: np.ndarray) -> np.ndarray:
         area = int(prev_mask.sum())
         if area == 0:
             return prev_mask
         h, w = prev_mask.shape
-        r_eq = float(np.sqrt(area / np.pi))
-        x0, y0, x1, y1 = _expand(_bbox(prev_mask), max(24.0, 1.5 * r_eq), (h, w))
-        g0 = cv2.cvtColor(np.ascontiguousarray(prev[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
-        g1 = cv2.cvtColor(np.ascontiguousarray(img[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
-        flow = self._flow().calc(g0, g1, None)
-        m = prev_mask[y0:y1, x0:x1]
-        core = cv2.erode(m.astype(np.uint8), _disk(max(1, 0.3 * r_eq))) > 0
-        sel = core if core.sum() >= 8 else m
-        dx, dy = np.median(flow[sel], axis=0)
+        dx, dy = self._shift(prev, prev_mask, img)
         shift = np.float32([[1, 0, dx], [0, 1, dy]])
         prior = cv2.warpAffine(prev_mask.astype(np.uint8), shift, (w, h), flags=cv2.INTER_NEAREST) > 0
         if not prior.any():
             return prior  # moved out of the picture
         return self._snap(img, prior)
+
+    def _shift(self, prev: np.ndarray, prev_mask: np.ndarray, img: np.ndarray) -> tuple[float, float]:
+        """The object's translation to the next frame: masked template matching (sum of squared
+        differences over the object's own pixels) in a window of +-`search` object radii, sub-pixel
+        by a parabola through the best score and its neighbours."""
+        h, w = prev_mask.shape
+        x0, y0, x1, y1 = _bbox(prev_mask)
+        r_eq = float(np.sqrt(prev_mask.sum() / np.pi))
+        pad = int(np.ceil(max(16.0, self.search * r_eq)))
+        sx0, sy0, sx1, sy1 = _expand((x0, y0, x1, y1), pad, (h, w))
+        tpl = np.ascontiguousarray(prev[y0:y1, x0:x1])
+        tmask = np.ascontiguousarray(prev_mask[y0:y1, x0:x1]).astype(np.uint8) * 255
+        window = np.ascontiguousarray(img[sy0:sy1, sx0:sx1])
+        if window.shape[0] < tpl.shape[0] or window.shape[1] < tpl.shape[1]:
+            return 0.0, 0.0
+        score = cv2.matchTemplate(window, tpl, cv2.TM_SQDIFF, mask=tmask)
+        score = np.nan_to_num(score, nan=np.inf, posinf=np.inf)
+        by, bx = np.unravel_index(int(np.argmin(score)), score.shape)
+
+        def vertex(a, b, c):
+            den = a - 2 * b + c
+            return 0.0 if not np.isfinite(den) or den <= 0 else float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
+
+        fx = vertex(*score[by, bx - 1:bx + 2]) if 0 < bx < score.shape[1] - 1 else 0.0
+        fy = vertex(*score[by - 1:by + 2, bx]) if 0 < by < score.shape[0] - 1 else 0.0
+        return sx0 + bx + fx - x0, sy0 + by + fy - y0
 
     def _snap(self, img: np.ndarray, prior: np.ndarray) -> np.ndarray:
         """GrabCut in a band around `prior`: sure object inside, sure background outside."""
