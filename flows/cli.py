@@ -74,6 +74,34 @@ def plan(edit: EditArg, rate: RateOpt = None, handles: HandlesOpt = 8, shots: Sh
 
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder or fsspec URI (results, manifest, conform)")]
+SegmenterOpt = Annotated[str, typer.Option(help="Masks from clicks: auto | sam2 | classical")]
+ReasonerOpt = Annotated[str, typer.Option(help="Affected region: auto | gemini | heuristic | none")]
+Sam2Opt = Annotated[Optional[str], typer.Option("--sam2-dir", help="Folder with the SAM2 config and checkpoint")]
+
+
+@app.command()
+def masks(edit: EditArg, out: OutOpt, segmenter: SegmenterOpt = "auto", reasoner: ReasonerOpt = "auto",
+          sam2_dir: Sam2Opt = None, shots: ShotsOpt = None, relink: RelinkOpt = None, rate: RateOpt = None,
+          handles: HandlesOpt = 8):
+    """Build the quadmasks only, with a preview movie and contact sheet per shot, for review."""
+    from tasks.options import RunOptions
+
+    try:
+        RunOptions(out=str(out), segmenter=segmenter, reasoner=reasoner)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    from flows.generate_masks import generate_masks
+
+    rows = generate_masks(edit=str(edit), out=str(out), segmenter=segmenter, reasoner=reasoner, sam2_dir=sam2_dir,
+                          rate=rate, handles=handles, shots_file=str(shots) if shots else None,
+                          relink=str(relink) if relink else None)
+    table = Table(title=f"masks for {edit.name} (previews beside each mask)")
+    for col in ("shot", "status", "made with", "mask / error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["shot_id"], r["status"], r.get("source", ""), r.get("mask") or r.get("error") or "")
+    Console().print(table)
+    raise typer.Exit(1 if any(r["status"] == "failed" for r in rows) else 0)
 
 
 @app.command()
@@ -87,13 +115,15 @@ def run(edit: EditArg, out: OutOpt,
         model_dir: Annotated[Optional[str], typer.Option("--model-dir", help="VOID weights folder or fsspec URI")] = None,
         steps: Annotated[int, typer.Option(help="VOID denoising steps")] = 50,
         guidance: Annotated[float, typer.Option(help="VOID classifier-free guidance (1.0: none)")] = 1.0,
-        model_size: Annotated[str, typer.Option("--model-size", help="Working size HxW (VOID: 384x672)")] = "384x672"):
+        model_size: Annotated[str, typer.Option("--model-size", help="Working size HxW (VOID: 384x672)")] = "384x672",
+        segmenter: SegmenterOpt = "auto", reasoner: ReasonerOpt = "auto", sam2_dir: Sam2Opt = None):
     """Run the batch over an edit: every flagged shot gets a new clean-plate version."""
     from tasks.options import RunOptions
 
     try:
         RunOptions(out=str(out), backend=backend, passes=passes, format=format, rate=rate, handles=handles,
-                   model_dir=model_dir, steps=steps, guidance=guidance, model_size=model_size)
+                   model_dir=model_dir, steps=steps, guidance=guidance, model_size=model_size,
+                   segmenter=segmenter, reasoner=reasoner, sam2_dir=sam2_dir)
         if passes == 2:
             raise ValueError("--passes 2 (VOID's warped-noise refinement) is not in this build yet; use --passes 1")
         if backend == "void" and not model_dir:
@@ -105,7 +135,8 @@ def run(edit: EditArg, out: OutOpt,
     rows, failed = run_batch(edit=str(edit), out=str(out), backend=backend, passes=passes, format=format,
                              rate=rate, handles=handles, shots_file=str(shots) if shots else None,
                              relink=str(relink) if relink else None, seed=seed, force=force, model_dir=model_dir,
-                             steps=steps, guidance=guidance, model_size=model_size)
+                             steps=steps, guidance=guidance, model_size=model_size, segmenter=segmenter,
+                             reasoner=reasoner, sam2_dir=sam2_dir)
     _print_rows(rows, title=f"{edit.name} -> {out}")
     raise typer.Exit(1 if failed else 0)
 

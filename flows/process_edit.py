@@ -27,7 +27,8 @@ def new_run_id() -> str:
 def process_edit(edit: str, out: str, backend: str = "auto", passes: int = 1, format: str = "png",
                  rate: str | None = None, handles: int = 8, shots_file: str | None = None,
                  relink: str | None = None, seed: int = 0, model_dir: str | None = None, steps: int = 50,
-                 guidance: float = 1.0, model_size: str = "384x672", run_id: str | None = None,
+                 guidance: float = 1.0, model_size: str = "384x672", segmenter: str = "auto",
+                 reasoner: str = "auto", sam2_dir: str | None = None, run_id: str | None = None,
                  only_shots: list[str] | None = None, force: bool = False):
     """Remove the flagged objects from every shot of `edit` (or `only_shots`); results under `out`.
 
@@ -36,7 +37,8 @@ def process_edit(edit: str, out: str, backend: str = "auto", passes: int = 1, fo
     """
     options = RunOptions(out=out, backend=backend, passes=passes, format=format, rate=rate, handles=handles,
                          shots_file=shots_file, relink=relink, seed=seed, model_dir=model_dir, steps=steps,
-                         guidance=guidance, model_size=model_size)
+                         guidance=guidance, model_size=model_size, segmenter=segmenter, reasoner=reasoner,
+                         sam2_dir=sam2_dir)
     run_id = run_id or new_run_id()
     record_run(run_id, edit, options)
     shots = [s for s in plan_edit(edit, options) if only_shots is None or s.shot_id in only_shots]

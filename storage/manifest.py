@@ -48,6 +48,11 @@ SHOTS_SCHEMA = pa.schema(
         ("chunks", pa.int32()),
         ("mask_source", pa.string()),  # quadmask | matte | sam2 | classical ...
         ("quadmask_uri", pa.string()),
+        ("mask_reasoner", pa.string()),  # gemini | heuristic | none (generated masks)
+        ("mask_degraded_reason", pa.string()),  # why reasoning fell back to the offline heuristic
+        ("reasoning_latency_s", pa.float64()),
+        ("reasoning_tokens_in", pa.int64()),
+        ("reasoning_tokens_out", pa.int64()),
         ("prompt", pa.string()),
         ("backend", pa.string()),
         ("backend_version", pa.string()),

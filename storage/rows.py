@@ -13,7 +13,8 @@ def utcnow() -> datetime:
 def shot_row(run_id: str, attempt: int, shot, edit_uri: str, status: str, *, error: str | None = None,
              prepared=None, deliverable=None, backend=None, passes: int | None = None, seed: int | None = None,
              conform_uri: str | None = None, store=None, started_at=None, finished_at=None,
-             peak_rss_mb: float | None = None, content_key: str | None = None) -> dict:
+             peak_rss_mb: float | None = None, content_key: str | None = None, mask=None,
+             mask_uri: str | None = None) -> dict:
     """A shots.parquet row; `prepared`, `deliverable` and `backend` fill in what exists so far."""
     finished_at = finished_at or utcnow()
     row = {
@@ -35,6 +36,11 @@ def shot_row(run_id: str, attempt: int, shot, edit_uri: str, status: str, *, err
                    quadmask_uri=prepared.mask_path)
     if content_key is not None:
         row["content_key"] = content_key
+    if mask is not None:  # a generated quadmask: how it was made, and whether reasoning degraded
+        row.update(mask_source=mask.source, quadmask_uri=mask_uri, mask_reasoner=mask.reasoner,
+                   mask_degraded_reason=mask.reason if mask.degraded else None,
+                   reasoning_latency_s=mask.latency_s, reasoning_tokens_in=mask.tokens_in,
+                   reasoning_tokens_out=mask.tokens_out)
     if backend is not None:
         row.update(backend=backend.name, backend_version=backend.version)
     if deliverable is not None:

@@ -26,6 +26,9 @@ class RunOptions:
     steps: int = 50
     guidance: float = 1.0
     model_size: str = "384x672"  # height x width the model works at; VOID is trained at 384x672
+    segmenter: str = "auto"  # masks from clicks: sam2 | classical | auto (SAM2 when sam2_dir has weights)
+    reasoner: str = "auto"  # the affected (127) region: gemini | heuristic | none | auto
+    sam2_dir: str | None = None
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -38,6 +41,12 @@ class RunOptions:
             raise ValueError(f"--model-size must be HEIGHTxWIDTH, got {self.model_size!r}") from None
         if h % 16 or w % 16:
             raise ValueError(f"--model-size must be multiples of 16, got {self.model_size!r}")
+        from model.masks.batch import REASONERS, SEGMENTERS
+
+        if self.segmenter not in SEGMENTERS:
+            raise ValueError(f"--segmenter must be one of {', '.join(SEGMENTERS)}, got {self.segmenter!r}")
+        if self.reasoner not in REASONERS:
+            raise ValueError(f"--reasoner must be one of {', '.join(REASONERS)}, got {self.reasoner!r}")
         if self.format not in FORMATS:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
 

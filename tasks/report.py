@@ -28,7 +28,7 @@ def artifact_key(*parts: str) -> str:
 class ShotProgress:
     """One progress artifact per shot, fed by each stage's fraction (weights say what a stage is worth)."""
 
-    STAGES = {"prepare": 0.15, "remove": 0.6, "conform": 0.25}
+    STAGES = {"mask": 0.1, "prepare": 0.1, "remove": 0.6, "conform": 0.2}
 
     def __init__(self, shot_id: str):
         self.shot_id = shot_id
@@ -66,8 +66,8 @@ def shot_artifact(row: dict) -> None:
     """A markdown card per shot: status, timings, where the output and contact sheet are."""
     lines = [f"## {row['shot_id']}: {row['status']}", "",
              "| field | value |", "|---|---|"]
-    for k in ("clip_name", "frames", "source_tc_in", "source_tc_out", "roi", "backend", "version", "output_uri",
-              "contact_sheet_uri", "seconds", "error"):
+    for k in ("clip_name", "frames", "source_tc_in", "source_tc_out", "roi", "mask_source", "mask_reasoner",
+              "mask_degraded_reason", "backend", "version", "output_uri", "contact_sheet_uri", "seconds", "error"):
         if row.get(k) not in (None, ""):
             lines.append(f"| {k} | {str(row[k]).replace('|', '/')} |")
     if row.get("contact_sheet_uri"):

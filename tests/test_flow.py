@@ -278,3 +278,37 @@ def test_flow_with_tiny_void_model(prefect_server, tmp_path):
     source = list(read_frames(samples[0].plate, 0, 24))
     masks = list(qm.read_mask_frames(samples[0].quadmask, 0, 24))
     assert all(_keep_identical(s, o, m, margin=6) for s, o, m in zip(source, frames, masks))
+
+
+def test_masks_from_clicks_reviewed_then_reused(prefect_server, tmp_path):
+    """`voidbatch masks` builds a quadmask from one click (no Gemini: heuristic, degraded); the batch reuses it."""
+    from flows.generate_masks import generate_masks
+    from flows.process_edit import process_edit
+
+    edit, samples = write_sample_edit(tmp_path / "e", height=144, width=256, shots=(("sh800", "static", 40, 8),))
+    truth = np.stack(list(qm.read_mask_frames(samples[0].quadmask, 0, 40)))
+    ys, xs = np.nonzero(truth[30] == 0)  # click the middle of the ball on a late frame
+    tl = otio.adapters.read_from_file(str(edit))
+    clip = tl.find_clips()[0]
+    clip.metadata["voidbatch"] = {"prompt": "empty set", "points": {"30": [[float(xs.mean()), float(ys.mean())]]}}
+    otio.adapters.write_to_file(tl, str(edit))
+    out = tmp_path / "out"
+    os.environ.pop("GEMINI_API_KEY", None)
+    rows = generate_masks(edit=str(edit), out=str(out), segmenter="classical", reasoner="auto")
+    assert [(r["shot_id"], r["status"]) for r in rows] == [("sh800", "degraded")]
+    mask_file = Path(rows[0]["mask"])
+    assert mask_file.is_file() and list(mask_file.parent.glob("*_mask_preview.mp4"))
+    built = mask_file.stat().st_mtime_ns
+    generated = np.stack(list(qm.read_mask_frames(mask_file, 0, 40)))
+    assert generated.shape == truth.shape
+    obj_truth, obj_gen = truth == 0, np.isin(generated, (0, 63))
+    assert (obj_truth & obj_gen).sum() / obj_truth.sum() > 0.8  # the ball is covered on every frame
+
+    state = process_edit(edit=str(edit), out=str(out), segmenter="classical", reasoner="auto", return_state=True)
+    assert state.is_completed(), state.message
+    row = manifest.read_shots(ArtifactStore(str(out)))[0]
+    assert row["status"] == "degraded" and row["mask_source"] == "classical" and row["mask_reasoner"] == "heuristic"
+    assert "heuristic" in row["mask_degraded_reason"]  # says why, never silently
+    assert row["quadmask_uri"] == str(mask_file) and mask_file.stat().st_mtime_ns == built  # reused, not rebuilt
+    frames, _ = _seq_frames(out, row)
+    assert len(frames) == 40
