@@ -15,8 +15,12 @@ from storage.rows import shot_row
 from storage.store import ArtifactStore
 from tasks.edit import conform_edit, plan_edit, record_run
 from tasks.options import RunOptions
-from tasks.report import batch_table
+from tasks.report import BatchProgress, batch_table
 from tasks.shot import record_shot
+
+
+def _rows(out: str, run_id: str) -> list[dict]:
+    return [r for r in manifest.read_shots(ArtifactStore(out)) if r["run_id"] == run_id]
 
 
 def new_run_id() -> str:
@@ -44,6 +48,7 @@ def process_edit(edit: str, out: str, backend: str = "auto", passes: int = 1, fo
     shots = [s for s in plan_edit(edit, options) if only_shots is None or s.shot_id in only_shots]
     attempts = manifest.next_attempts(ArtifactStore(out), [s.shot_id for s in shots])
     delivered: dict[str, tuple] = {}
+    progress = BatchProgress(run_id, sum(s.flagged for s in shots))
     for shot in shots:
         if not shot.flagged:
             record_shot(out, shot_row(run_id, attempts[shot.shot_id], shot, edit, "skipped",
@@ -53,8 +58,10 @@ def process_edit(edit: str, out: str, backend: str = "auto", passes: int = 1, fo
                              attempts[shot.shot_id], force, return_state=True)
         if state.is_completed() and (result := state.result())["deliverable"]:
             delivered[shot.shot_id] = (shot, Deliverable(**result["deliverable"]), result["row"]["status"])
-    rows = [r for r in manifest.read_shots(ArtifactStore(out)) if r["run_id"] == run_id]
-    if any(status == "done" for *_, status in delivered.values()):  # something new: a new conformed edit
+        progress.shot_finished()
+        batch_table(_rows(out, run_id), key=f"batch-{run_id}")  # the UI table fills in as shots finish
+    rows = _rows(out, run_id)
+    if any(status in ("done", "degraded") for *_, status in delivered.values()):  # new versions: new conform
         conform_uri = conform_edit(edit, options, {k: v[:2] for k, v in delivered.items()})
         rows = [{**r, "conform_uri": conform_uri} if r["shot_id"] in delivered else r for r in rows]
         manifest.record_shots(ArtifactStore(out), rows)

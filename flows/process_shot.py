@@ -36,7 +36,9 @@ def process_shot(shot_id: str, shot: dict, options: dict, run_id: str, edit: str
                                               progress.stage("mask"))
         prepared = prepare_shot(shot, opts.out, opts.model_hw, progress.stage("prepare"))
         prompt = shot.instructions.prompt or ""
-        futures = [remove_chunk.submit(c, shot_id, prepared.work_key, prompt, opts.backend_args(), opts.out,
+        # VOID chunks hold a GPU: tagged so a `gpu` concurrency limit caps them at the number of GPUs
+        remover = remove_chunk.with_options(tags=["removal", "gpu"]) if backend.name == "void" else remove_chunk
+        futures = [remover.submit(c, shot_id, prepared.work_key, prompt, opts.backend_args(), opts.out,
                                        opts.seed, shot.rate, progress=p)
                    for c, p in zip(prepared.chunks, progress.chunks(len(prepared.chunks)))]
         results = [f.result() for f in futures]

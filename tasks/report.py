@@ -76,6 +76,19 @@ def shot_artifact(row: dict) -> None:
                              description=f"voidbatch shot {row['shot_id']}")
 
 
+class BatchProgress:
+    """The batch's own progress artifact: shots finished out of shots to process."""
+
+    def __init__(self, run_id: str, total: int):
+        self.total, self.done = max(total, 1), 0
+        self._artifact = create_progress_artifact(progress=0.0, key=artifact_key("batch-progress", run_id),
+                                                  description=f"voidbatch {run_id}: shots finished")
+
+    def shot_finished(self) -> None:
+        self.done += 1
+        update_progress_artifact(artifact_id=self._artifact, progress=100.0 * self.done / self.total)
+
+
 def batch_table(rows: list[dict], key: str = "batch") -> None:
     table = [{k: r.get(k) for k in ("shot_id", "status", "frames", "seconds", "output_uri", "error")} for r in rows]
     create_table_artifact(key=artifact_key(key), table=table, description="voidbatch: shots of this batch")
