@@ -66,7 +66,7 @@ def run_demo(out: str) -> tuple[list[dict], dict, list[str]]:
     by_id = {r["shot_id"]: r for r in rows}
     for sample in samples:
         row = by_id.get(sample.clip_name)
-        if not row or row["status"] != "done":
+        if not row or row["status"] not in ("done", "up_to_date", "degraded"):
             continue
         pattern = f"{store.path(store.key_of(row['output_uri']))}/{sample.clip_name}_void_v{row['version']:03d}.####.png"
         frames = list(read_frames(pattern, 0, row["frames"]))

@@ -200,7 +200,7 @@ def renormalize(noise: torch.Tensor) -> torch.Tensor:
 
 def warp_noise(flows: torch.Tensor, num_frames: int, channels: int, generator: torch.Generator | None,
                stride: int = 1, spatial_factor: int = SPATIAL_FACTOR, temporal_factor: int = TEMPORAL_FACTOR,
-               normalize: bool = True, device: torch.device | str = "cpu") -> torch.Tensor:
+               normalize: bool = True, device: torch.device | str = "cpu", relocate: bool = True) -> torch.Tensor:
     """Warped noise `(T_lat, channels, H/8, W/8)` float32 for a clip of `num_frames` (4k+1) frames.
 
     Args:
@@ -209,6 +209,7 @@ def warp_noise(flows: torch.Tensor, num_frames: int, channels: int, generator: t
         stride: frames between flow pairs; 1, 2 or 4 (it must divide the temporal factor so that every
             latent's source frame 4k is visited).
         normalize: re-normalise each latent frame to mean 0, std 1 (see the module docstring, step 4).
+        device, relocate: see `NoiseWarper`.
     """
     frames = latent_source_frames(num_frames, temporal_factor)
     if stride < 1 or temporal_factor % stride:
@@ -218,7 +219,7 @@ def warp_noise(flows: torch.Tensor, num_frames: int, channels: int, generator: t
         raise ValueError(f"expected {pairs} flows (2, H, W) for {num_frames} frames at stride {stride}, "
                          f"got {tuple(flows.shape)}")
     height, width = flows.shape[-2:]
-    warper = NoiseWarper(channels, height, width, generator, device)
+    warper = NoiseWarper(channels, height, width, generator, device, relocate=relocate)
     out = [pool_to_latent(warper.field, spatial_factor)]
     for i in range(pairs):
         warper.step(flows[i])

@@ -13,6 +13,9 @@ writes, in seconds on a CPU:
                                                the *base* transformer: in_channels 33, as in CogVideoX-Fun InP
     DIR/vae/{config.json,diffusion_pytorch_model.safetensors}    AutoencoderKLCogVideoX, 16 latent channels
     DIR/void_pass1.safetensors                 the fine-tuned transformer: in_channels 48 (16 + 16 + 16)
+    DIR/void_pass2.safetensors                 pass 2's transformer, same shapes, other random weights
+    DIR/raft/raft_small.pth                    a random-weight torchvision RAFT-small state dict, where the real
+                                               RAFT weights go (`model.void.flow`; pass raft_model="raft_small")
 
 The classes are the real ones with small configs, so loading, strict key checks, the 48-channel input,
 windowing and the 4T-3 decode all run the production code paths; only the numbers are meaningless.
@@ -109,6 +112,10 @@ def write_tiny_model(directory: str | Path, seed: int = 0) -> Path:
         void = CogVideoXTransformer3DModel(**{**TRANSFORMER_CONFIG, "in_channels": 48})
         save_file({k: v.contiguous() for k, v in void.state_dict().items()}, str(root / "void_pass1.safetensors"),
                   metadata={"format": "pt"})
+        void2 = CogVideoXTransformer3DModel(**{**TRANSFORMER_CONFIG, "in_channels": 48})
+        save_file({k: v.contiguous() for k, v in void2.state_dict().items()},
+                  str(root / "void_pass2.safetensors"), metadata={"format": "pt"})
+        _write_raft_small(root / "raft")
     CogVideoXDDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(root / "scheduler")
     (root / "model_index.json").write_text(json.dumps({
         "_class_name": "CogVideoXFunInpaintPipeline",
@@ -119,6 +126,14 @@ def write_tiny_model(directory: str | Path, seed: int = 0) -> Path:
         "vae": ["diffusers", "AutoencoderKLCogVideoX"],
     }, indent=2))
     return root
+
+
+def _write_raft_small(directory: Path) -> None:
+    """torchvision's RAFT-small with random weights, saved like the released `.pth` (a plain state dict)."""
+    from torchvision.models.optical_flow import raft_small
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(raft_small(weights=None, progress=False).state_dict(), directory / "raft_small.pth")
 
 
 def _write_tokenizer(directory: Path) -> int:
