@@ -1,7 +1,7 @@
 """Benchmark VOID pass 1 on diffusers: seconds per chunk, transformer time per step, peak VRAM, MFU.
 
     .venv/bin/python bench/gpu_void.py [--frames 85 197] [--steps 50] [--modes reference fast fast-compile]
-                                       [--json out.json]
+                                       [--pass2] [--json out.json]
 
 On CUDA it builds the full-size configuration with random weights (weights' values do not change
 speed): CogVideoX 1.5 5B DiT with 48 input channels (42 layers, 48 heads x 64, text dim 4096), the
@@ -17,6 +17,12 @@ Modes, side by side:
   one warm-up run first).
 Window positions are this pipeline's (end-anchored last window) in every mode; the reference's short tail
 window costs the same number of calls.
+
+With --pass2, after the pass-1 modes it times VOID pass 2 per chunk in the fast setup (model.void.pass2):
+the in-place weight swap from a safetensors file (this bench writes the random weights to a temp file
+once), RAFT-large flow between consecutive frames at 384x672 (random weights, 12 iterations), the noise
+warp (CPU, as the backend does), and pass-2 sampling (CogVideoX DDIM, CFG 6: unconditional and conditional
+halves with all windows in one transformer call per step).
 
 Without CUDA it runs the tiny CPU configuration from `model.void.tiny` (32x32, few steps) and says so:
 those numbers only show that the bench works, not how fast VOID is.
@@ -254,11 +260,72 @@ def set_mode(pipe, mode, device, state):
         state["compiled"] = True
 
 
+def bench_pass2(pipe, frames: int, height: int, width: int, steps: int, device, dtype, weights_file: Path,
+                full: bool) -> dict:
+    """Seconds per chunk for pass 2's parts: weight swap, RAFT flow, noise warp, CFG sampling."""
+    from diffusers.schedulers import CogVideoXDDIMScheduler
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    from model.void.flow import compute_flows
+    from model.void.noise_warp import warp_noise
+    from model.void.pass2 import VoidPass2Pipeline, load_transformer_weights_in_place
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    pipe2 = VoidPass2Pipeline(None, None, pipe.vae, pipe.transformer, CogVideoXDDIMScheduler.from_config(
+        SCHEDULER_CONFIG))
+    pipe2._execution_device_override = pipe._execution_device_override
+    pipe2.set_progress_bar_config(disable=True)
+    sync()
+    t0 = time.perf_counter()
+    load_transformer_weights_in_place(pipe.transformer, weights_file)
+    sync()
+    swap_s = time.perf_counter() - t0
+
+    video, mask = inputs(frames, height, width)
+    raft = (raft_large if full else raft_small)(weights=None, progress=False).to(device).eval()
+    compute_flows(raft, video[:3], iters=12, device=device)  # warm-up (cuDNN algorithm choice)
+    sync()
+    t0 = time.perf_counter()
+    flows = compute_flows(raft, video, iters=12, device=device).half().float()
+    sync()
+    flow_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    noise = warp_noise(flows, frames, 16, torch.Generator().manual_seed(0))[None]
+    warp_s = time.perf_counter() - t0
+
+    embeds = torch.randn(2, TEXT_TOKENS, pipe.transformer.config.text_embed_dim,
+                         generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    kwargs = dict(prompt_embeds=embeds[1:], negative_prompt_embeds=embeds[:1], guidance_scale=6.0,
+                  batch_windows=True, generator=torch.Generator().manual_seed(0), output_type="np")
+    pipe2(video, mask, warped_noise=noise, num_inference_steps=1, **kwargs)  # warm-up
+    timer = TransformerTimer(pipe.transformer, device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    sync()
+    t0 = time.perf_counter()
+    pipe2(video, mask, warped_noise=noise, num_inference_steps=steps, **kwargs)
+    sync()
+    sample_s = time.perf_counter() - t0
+    transformer_s = timer.seconds() / steps
+    timer.remove()
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"frames": frames, "steps": steps, "swap_s": round(swap_s, 3), "raft": "raft_large" if full else
+            "raft_small", "flow_s": round(flow_s, 3), "flow_s_per_pair": round(flow_s / (frames - 1), 4),
+            "warp_s": round(warp_s, 3), "sample_s": round(sample_s, 3),
+            "transformer_s_per_step": round(transformer_s, 4),
+            "total_s": round(flow_s + warp_s + sample_s, 3), "peak_vram_gib": round(peak, 2) if peak else None}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[85, 197])
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50 on CUDA, 4 on CPU)")
     parser.add_argument("--modes", nargs="+", default=None, choices=["reference", "fast", "fast-compile"])
+    parser.add_argument("--pass2", action="store_true", help="also time VOID pass 2 (fast setup)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -300,10 +367,30 @@ def main(argv=None) -> int:
                                            r.seconds_per_chunk, r.transformer_s_per_step,
                                            r.peak_vram_gib if r.peak_vram_gib is not None else "n/a",
                                            f"{r.flops_per_step:.3g}", f"{r.mfu:.1%}" if r.mfu is not None else "n/a"]))
+    pass2 = []
+    if args.pass2:
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        set_mode(pipe, "fast", device, state)
+        # the temp checkpoint is this model's own state dict (fused QKV included), so the swap's key check holds
+        print("\npass 2 (fast setup: resident, windows + CFG halves batched, eager):")
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "void_pass2.safetensors"
+            save_file({k: v.detach().cpu().contiguous() for k, v in pipe.transformer.state_dict().items()},
+                      str(weights))
+            for frames in args.frames:
+                r = bench_pass2(pipe, frames, height, width, steps, device, dtype, weights, cuda)
+                pass2.append(r)
+                print(f"  {frames:3d} frames: swap {r['swap_s']:.2f} s, {r['raft']} flow {r['flow_s']:.2f} s "
+                      f"({r['flow_s_per_pair'] * 1000:.1f} ms/pair), warp {r['warp_s']:.2f} s, sampling "
+                      f"{r['sample_s']:.2f} s ({r['transformer_s_per_step']:.3f} s transformer/step), "
+                      f"total {r['total_s']:.2f} s/chunk, peak VRAM {r['peak_vram_gib'] or 'n/a'} GiB", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "cuda": cuda,
                                          "gpu": torch.cuda.get_device_name(device) if cuda else None,
-                                         "results": [asdict(r) for r in results]}, indent=2))
+                                         "results": [asdict(r) for r in results], "pass2": pass2}, indent=2))
     return 0
 
 

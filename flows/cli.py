@@ -124,8 +124,9 @@ def run(edit: EditArg, out: OutOpt,
         RunOptions(out=str(out), backend=backend, passes=passes, format=format, rate=rate, handles=handles,
                    model_dir=model_dir, steps=steps, guidance=guidance, model_size=model_size,
                    segmenter=segmenter, reasoner=reasoner, sam2_dir=sam2_dir)
-        if passes == 2:
-            raise ValueError("--passes 2 (VOID's warped-noise refinement) is not in this build yet; use --passes 1")
+        if passes == 2 and (backend == "classical" or not model_dir):
+            raise ValueError("--passes 2 is VOID's warped-noise refinement: use it with --model-dir (and "
+                             "--backend void or auto)")
         if backend == "void" and not model_dir:
             raise ValueError("--backend void needs --model-dir (try `voidbatch dev tiny-model DIR` for a test model)")
     except ValueError as e:

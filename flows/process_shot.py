@@ -10,7 +10,8 @@ from model.masks.batch import needs_generated_mask
 from model.select import load_backend
 from shots.extract import NothingToRemove
 from shots.shot import Shot
-from storage.rows import chunk_row, shot_row, utcnow
+from storage.rows import chunk_rows as chunk_rows_of
+from storage.rows import shot_row, utcnow
 from tasks.options import RunOptions
 from tasks.report import ShotProgress, shot_artifact
 from tasks.masks import build_mask
@@ -42,8 +43,8 @@ def process_shot(shot_id: str, shot: dict, options: dict, run_id: str, edit: str
                                        opts.seed, shot.rate, progress=p)
                    for c, p in zip(prepared.chunks, progress.chunks(len(prepared.chunks)))]
         results = [f.result() for f in futures]
-        chunk_rows = [chunk_row(run_id, attempt, shot_id, c, r, backend, _store(opts))
-                      for c, r in zip(prepared.chunks, results)]
+        chunk_rows = [row for c, r in zip(prepared.chunks, results)
+                      for row in chunk_rows_of(run_id, attempt, shot_id, c, r, backend, _store(opts))]
         deliverable, key, reused = conform_shot(prepared, results, opts.out, opts.format, force,
                                                 progress.stage("conform"))
         status, error = ("up_to_date" if reused else "degraded" if mask and mask.degraded else "done"), None

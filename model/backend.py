@@ -25,6 +25,7 @@ KEEP = 255
 _BACKENDS: dict[str, str] = {
     "classical": "model.classical:ClassicalBackend",
     "void": "model.void.backend:VoidBackend",
+    "void2": "model.void.two_pass:VoidTwoPassBackend",
 }
 
 _VALID = np.zeros(256, bool)

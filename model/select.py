@@ -32,10 +32,31 @@ def resolve_backend(name: str, model_dir: str | None = None) -> str:
     return name
 
 
+def raft_model(model_dir: str) -> str:
+    """raft_large (the reference's) unless the model folder only ships raft_small (the tiny dev model)."""
+    if "://" not in model_dir:
+        raft = os.path.join(model_dir, "raft")
+        has = lambda name: any(os.path.isfile(os.path.join(raft, name + ext)) for ext in (".pth", ".safetensors"))  # noqa: E731
+        if not has("raft_large") and has("raft_small"):
+            return "raft_small"
+    return "raft_large"
+
+
 @lru_cache(maxsize=2)
-def load_backend(name: str, model_dir: str | None = None, steps: int = 50, guidance: float = 1.0) -> RemovalBackend:
-    """One backend instance per process and settings (weights load once per worker, not per chunk)."""
+def load_backend(name: str, model_dir: str | None = None, steps: int = 50, guidance: float = 1.0,
+                 passes: int = 1) -> RemovalBackend:
+    """One backend instance per process and settings (weights load once per worker, not per chunk).
+
+    Two passes mean VOID's warped-noise refinement: pass 1 and pass 2 share one transformer whose
+    weights are swapped in place.
+    """
     resolved = resolve_backend(name, model_dir)
+    if passes == 2:
+        if resolved != "void":
+            raise ValueError("--passes 2 is VOID's warped-noise refinement: it needs --backend void (or auto with "
+                             "CUDA) and --model-dir")
+        return get_backend("void2", model_dir=model_dir, steps=steps, guidance=guidance,
+                           raft_model=raft_model(model_dir))
     if resolved == "void":
         return get_backend("void", model_dir=model_dir, steps=steps, guidance=guidance)
     return get_backend(resolved)

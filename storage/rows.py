@@ -54,19 +54,25 @@ def shot_row(run_id: str, attempt: int, shot, edit_uri: str, status: str, *, err
     return row
 
 
-def chunk_row(run_id: str, attempt: int, shot_id: str, chunk_input, result, backend, store, pass_index: int = 1,
-              status: str = "done", error: str | None = None, started_at=None, finished_at=None) -> dict:
+def chunk_rows(run_id: str, attempt: int, shot_id: str, chunk_input, result, backend, store,
+               status: str = "done", error: str | None = None, started_at=None, finished_at=None) -> list[dict]:
+    """chunks.parquet rows of one chunk: one per pass (two-pass backends keep pass 1 as its own output)."""
     finished_at = finished_at or utcnow()
     c = chunk_input.chunk
-    row = {"run_id": run_id, "shot_id": shot_id, "chunk_index": c.index, "pass_index": pass_index,
-           "attempt": attempt, "start": c.start, "end": c.end, "padded_to": c.padded_to, "status": status,
-           "error": error, "backend": backend.name, "backend_version": backend.version,
-           "plate_uri": store.uri(chunk_input.plate_key), "mask_uri": store.uri(chunk_input.mask_key),
-           "started_at": started_at, "finished_at": finished_at}
+    base = {"run_id": run_id, "shot_id": shot_id, "chunk_index": c.index, "attempt": attempt, "start": c.start,
+            "end": c.end, "padded_to": c.padded_to, "status": status, "error": error,
+            "plate_uri": store.uri(chunk_input.plate_key), "mask_uri": store.uri(chunk_input.mask_key),
+            "started_at": started_at, "finished_at": finished_at}
+    last = {**base, "pass_index": 2 if getattr(result, "pass1_output_key", None) else 1,
+            "backend": backend.name, "backend_version": backend.version}
     if result is not None:
-        row.update(seed=result.seed, content_key=result.content_key, cached=result.cached,
-                   output_uri=store.uri(result.output_key), seconds=result.seconds, peak_rss_mb=result.peak_rss_mb)
-    return row
+        last.update(seed=result.seed, content_key=result.content_key, cached=result.cached,
+                    output_uri=store.uri(result.output_key), seconds=result.seconds, peak_rss_mb=result.peak_rss_mb)
+    if last["pass_index"] == 1:
+        return [last]
+    first = {**base, "pass_index": 1, "backend": backend.pass1_name, "backend_version": backend.pass1_version,
+             "seed": result.seed, "cached": result.cached, "output_uri": store.uri(result.pass1_output_key)}
+    return [first, last]
 
 
 def deliverable_from_row(row: dict, store):

@@ -57,7 +57,7 @@ class RunOptions:
 
     def backend_args(self) -> tuple:
         """Arguments of model.select.load_backend for this run."""
-        return self.backend, self.model_dir, self.steps, self.guidance
+        return self.backend, self.model_dir, self.steps, self.guidance, self.passes
 
     def ingest_options(self) -> IngestOptions:
         return IngestOptions(rate=self.edit_rate, handles=self.handles, sidecar=self.shots_file,

@@ -313,3 +313,26 @@ def test_masks_from_clicks_reviewed_then_reused(prefect_server, tmp_path):
     assert row["quadmask_uri"] == str(mask_file) and mask_file.stat().st_mtime_ns == built  # reused, not rebuilt
     frames, _ = _seq_frames(out, row)
     assert len(frames) == 40
+
+
+def test_flow_two_passes_with_tiny_void_model(prefect_server, tmp_path):
+    """--passes 2 on a 230-frame (two-chunk) shot: both passes per chunk in the manifest, pass 1 kept."""
+    from flows.process_edit import process_edit
+    from model.void.tiny import write_tiny_model
+
+    model_dir = write_tiny_model(tmp_path / "tiny_void")
+    edit, _ = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(("sh750", "pan", 230, 5),))
+    out = tmp_path / "out"
+    state = process_edit(edit=str(edit), out=str(out), backend="void", model_dir=str(model_dir), steps=1,
+                         passes=2, model_size="64x112", return_state=True)
+    assert state.is_completed(), state.message
+    row = manifest.read_shots(ArtifactStore(str(out)))[0]
+    assert row["status"] == "done" and row["passes"] == 2 and "pass2" in row["backend_version"]
+    chunks = manifest.read_chunks(ArtifactStore(str(out)))
+    assert sorted((c["chunk_index"], c["pass_index"]) for c in chunks) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    for c in chunks:
+        assert Path(c["output_uri"]).is_file()
+    p1 = {c["chunk_index"]: c for c in chunks if c["pass_index"] == 1}
+    assert p1[0]["backend"] == "void" and "pass2" not in p1[0]["backend_version"]
+    frames, _ = _seq_frames(out, row)
+    assert len(frames) == 230

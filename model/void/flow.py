@@ -27,7 +27,7 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 RAFT_MODELS = ("raft_large", "raft_small")
-# sha256 prefixes torchvision puts in its file names: raft_large_C_T_SKHT_V2-ff5fadd5.pth, raft_small_C_T_V2-01064c6d.pth
+# sha256 prefixes in torchvision's file names (raft_large_C_T_SKHT_V2-ff5fadd5.pth, raft_small_C_T_V2-01064c6d.pth)
 KNOWN_SHA256_PREFIX = {"raft_large": "ff5fadd5", "raft_small": "01064c6d"}
 DOWNLOAD_HINT = {
     "raft_large": "https://download.pytorch.org/models/raft_large_C_T_SKHT_V2-ff5fadd5.pth",
@@ -120,18 +120,25 @@ def compute_flows(raft: torch.nn.Module, frames, stride: int = 1, iters: int = 1
     fh, fw = flow_size(height, width, scale)
     pairs = (num_frames - 1) // stride
     out = torch.empty(pairs, 2, height, width, dtype=torch.float32)
-    for begin in range(0, pairs, batch):
-        idx = torch.arange(begin, min(begin + batch, pairs))
-        first = _prepare(video[idx * stride], fh, fw, device)
-        second = _prepare(video[(idx + 1) * stride], fh, fw, device)
-        flow = raft(first, second, num_flow_updates=iters)[-1].float()
-        if (fh, fw) != (height, width):
-            flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False,
-                                 antialias=fh > height or fw > width)
-            flow[:, 0] *= width / fw
-            flow[:, 1] *= height / fh
-        out[idx] = flow.cpu()
+    # Deterministic cuDNN convolutions: the same frames give the same flow, hence the same noise, run to run.
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True):
+        for begin in range(0, pairs, batch):
+            idx = torch.arange(begin, min(begin + batch, pairs))
+            out[idx] = _raft_batch(raft, video, idx, stride, iters, fh, fw, height, width, device)
     return out
+
+
+def _raft_batch(raft, video, idx, stride, iters, fh, fw, height, width, device) -> torch.Tensor:
+    """Flows for pairs `idx` at RAFT's size, resized back to (height, width), on the CPU."""
+    first = _prepare(video[idx * stride], fh, fw, device)
+    second = _prepare(video[(idx + 1) * stride], fh, fw, device)
+    flow = raft(first, second, num_flow_updates=iters)[-1].float()
+    if (fh, fw) != (height, width):
+        flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False,
+                             antialias=fh > height or fw > width)
+        flow[:, 0] *= width / fw
+        flow[:, 1] *= height / fh
+    return flow.cpu()
 
 
 def _prepare(frames: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:

@@ -120,23 +120,27 @@ class NoiseWarper:
         holes = torch.nonzero(count == 0).squeeze(1)
         if holes.numel():
             values[holes] = self._randn(holes.numel(), self.channels)
-            offsets[holes] = self._neighbour_offsets(offsets, count > 0)[holes]
+            offsets[holes] = self._neighbour_offsets(offsets, count > 0, holes)
         self.values, self.offsets = values, offsets
         self.last_fresh_fraction = holes.numel() / n
         self.last_merged_fraction = float((count > 1).sum()) / n
 
-    def _neighbour_offsets(self, offsets: torch.Tensor, occupied: torch.Tensor) -> torch.Tensor:
-        """`(H*W, 2)`: the mean sub-pixel offset of each cell's occupied 3x3 neighbours (0 where none).
+    def _neighbour_offsets(self, offsets: torch.Tensor, occupied: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """`(len(cells), 2)`: the mean sub-pixel offset of the occupied 8-neighbours of each of `cells` (0: none).
 
         A fresh particle takes the phase of the particles around it, so that under a uniform sub-pixel motion
         the content entering the frame moves in step with its neighbours instead of colliding with them.
         """
-        # float64: a mean of equal float32 offsets comes back exactly equal (same phase, no spurious collision).
-        occ = occupied.double().view(1, 1, self.height, self.width)
-        field = (offsets.double() * occupied[:, None]).T.reshape(2, 1, self.height, self.width)
-        kernel = torch.ones(1, 1, 3, 3, device=self.device, dtype=torch.float64)
-        total = F.conv2d(field, kernel, padding=1).reshape(2, -1).T
-        weight = F.conv2d(occ, kernel, padding=1).reshape(-1, 1)
+        cy, cx = cells // self.width, cells % self.width
+        total = torch.zeros(cells.numel(), 2, dtype=torch.float64, device=self.device)
+        weight = torch.zeros(cells.numel(), 1, dtype=torch.float64, device=self.device)
+        for step_y, step_x in self._NEIGHBOURS:
+            ny, nx = cy + step_y, cx + step_x
+            ok = (ny >= 0) & (ny < self.height) & (nx >= 0) & (nx < self.width)
+            nb = torch.where(ok, ny * self.width + nx, 0)
+            use = (ok & occupied[nb]).double()[:, None]
+            total += offsets[nb].double() * use  # float64: a mean of equal offsets comes back exactly equal
+            weight += use
         return (total / weight.clamp(min=1)).float()
 
     # 4-neighbours first, then diagonals: (dy, dx) from a hole to the crowded cell it borrows from.
