@@ -14,6 +14,7 @@ recorded for it here, so `rerun-failed` picks the shot up. `out` must be storage
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict
@@ -73,23 +74,45 @@ def dispatch_shots(jobs: list[dict], *, deployment: str | None = None, timeout: 
     deployment = deployment or os.environ.get("VOIDBATCH_SHOT_DEPLOYMENT", SHOT_DEPLOYMENT)
     log = _logger()
     launched: dict[str, Any] = {}
-    for job in jobs:
-        # called inside a flow, the child shows as its subflow; timeout=0: create it, wait below
-        launched[job["shot_id"]] = run_deployment(
-            deployment, parameters=job, timeout=0, flow_run_name=f"shot-{job['shot_id']}",
-            idempotency_key=f"voidbatch:{job['run_id']}:{job['shot_id']}:{job['attempt']}",
-            job_variables=job_variables, tags=tags)
-        log.info("shot %s -> %s run %s", job["shot_id"], deployment, launched[job["shot_id"]].name)
-    final = _wait(launched, timeout, poll_interval)
+    try:
+        for job in jobs:
+            # called inside a flow, the child shows as its subflow; timeout=0: create it, wait below
+            launched[job["shot_id"]] = run_deployment(
+                deployment, parameters=job, timeout=0, flow_run_name=f"shot-{job['shot_id']}",
+                idempotency_key=f"voidbatch:{job['run_id']}:{job['shot_id']}:{job['attempt']}",
+                job_variables=job_variables, tags=tags)
+            log.info("shot %s -> %s run %s", job["shot_id"], deployment, launched[job["shot_id"]].name)
+        final = _wait(launched, timeout, poll_interval)
+    except BaseException:  # could not launch or wait for all of them: leave none running unwatched
+        with get_client(sync_client=True) as client:
+            for run in launched.values():
+                with contextlib.suppress(Exception):
+                    _cancel(client, client.read_flow_run(run.id))
+        raise
     with get_client(sync_client=True) as client:
-        for shot_id, run in final.items():
+        for run in final.values():
             if not (run.state and run.state.is_final()):
                 _cancel(client, run)
-    return {job["shot_id"]: _outcome(job, final[job["shot_id"]], deployment) for job in jobs}
+    recorded = _recorded_rows(jobs)
+    return {job["shot_id"]: _outcome(job, final[job["shot_id"]], deployment, recorded) for job in jobs}
+
+
+def shot_result(out: str, run_id: str, shot_id: str, attempt: int) -> dict | None:
+    """`process_shot`'s return value rebuilt from the manifest: for a shot whose run state came back
+    without its data (Prefect's MissingResult: results are not persisted), or from another process."""
+    from storage.rows import deliverable_from_row
+    from storage.store import ArtifactStore
+
+    job = {"options": {"out": out}, "run_id": run_id, "shot_id": shot_id, "attempt": attempt}
+    row = _recorded_rows([job]).get((out, run_id, shot_id, attempt))
+    if row is None or row["status"] == "failed":
+        return None
+    deliverable = deliverable_from_row(row, ArtifactStore(out)) if row.get("output_uri") else None
+    return {"row": row, "deliverable": asdict(deliverable) if deliverable else None}
 
 
 def _wait(launched: dict[str, Any], timeout: float | None, poll_interval: float) -> dict[str, Any]:
-    """Poll the runs (one query for all of them) until every one is final or `timeout` passes."""
+    """Poll the runs (one query per 200) until every one is final or `timeout` passes."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -98,10 +121,13 @@ def _wait(launched: dict[str, Any], timeout: float | None, poll_interval: float)
     deadline = None if timeout is None else time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while waiting:
-            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(waiting)))):
-                final[waiting[run.id]] = run
-                if run.state and run.state.is_final():
-                    del waiting[run.id]
+            ids = list(waiting)
+            for i in range(0, len(ids), 200):  # the API returns at most 200 runs per query
+                for run in client.read_flow_runs(
+                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids[i:i + 200])), limit=200):
+                    final[waiting[run.id]] = run
+                    if run.state and run.state.is_final():
+                        del waiting[run.id]
             if not waiting or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(poll_interval if deadline is None else max(0.0, min(poll_interval,
@@ -113,32 +139,47 @@ def _cancel(client, run) -> None:
     """Stop a run we no longer wait for: a queued one is cancelled, a running one's worker kills it."""
     from prefect.states import Cancelled, Cancelling
 
+    if run.state is not None and run.state.is_final():
+        return
     state = Cancelled() if run.state is None or run.state.is_scheduled() or run.state.is_pending() \
         else Cancelling()
     state.message = "voidbatch: the batch stopped waiting for this shot"
     client.set_flow_run_state(run.id, state, force=True)
 
 
-def _outcome(job: dict, run, deployment: str) -> dict | None:
+def _recorded_rows(jobs: list[dict]) -> dict[tuple, dict]:
+    """The manifest rows of these jobs, by (run_id, shot_id, attempt); each output store read once."""
+    from storage import manifest
+    from storage.store import ArtifactStore
+
+    rows: dict[tuple, dict] = {}
+    for out in {job["options"]["out"] for job in jobs}:
+        for r in manifest.read_shots(ArtifactStore(out)):
+            rows[(out, r["run_id"], r["shot_id"], r["attempt"])] = r
+    return rows
+
+
+def _outcome(job: dict, run, deployment: str, recorded: dict[tuple, dict] | None = None) -> dict | None:
     """What `process_shot` returns, from the row the child recorded; a `failed` row when it recorded none."""
     from shots.shot import Shot
     from storage import manifest
     from storage.rows import deliverable_from_row, shot_row
     from storage.store import ArtifactStore
 
-    store = ArtifactStore(job["options"]["out"])
-    row = next((r for r in manifest.read_shots(store) if (r["run_id"], r["shot_id"], r["attempt"])
-                == (job["run_id"], job["shot_id"], job["attempt"])), None)
+    recorded = _recorded_rows([job]) if recorded is None else recorded
+    out = job["options"]["out"]
+    store = ArtifactStore(out)
+    row = recorded.get((out, job["run_id"], job["shot_id"], job["attempt"]))
     state = run.state.name if run.state else "unknown"
     if row is None:
-        if run.state and run.state.is_completed():
-            raise RuntimeError(f"shot {job['shot_id']}: {deployment} run {run.name} completed but its manifest row "
-                               f"is not in {store.uri('manifest')}: is the output on storage both machines share?")
         message = (run.state.message or "").strip() if run.state else ""
         error = f"shot {job['shot_id']}: {deployment} run {run.name} ended {state}" + (f": {message}" if message
                                                                                       else "")
         if not (run.state and run.state.is_final()):
             error = f"shot {job['shot_id']}: {deployment} run {run.name} did not finish in time ({state}); cancelled"
+        elif run.state.is_completed():
+            error = (f"shot {job['shot_id']}: {deployment} run {run.name} completed but its manifest row is not in "
+                     f"{store.uri('manifest')}: is the output on storage both machines see at the same path?")
         manifest.record_shots(store, [shot_row(job["run_id"], job["attempt"], Shot.from_dict(job["shot"]),
                                                job["edit"], "failed", error=error)])
         _logger().error(error)

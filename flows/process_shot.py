@@ -57,6 +57,7 @@ def process_shot(shot_id: str, shot: dict, options: dict, run_id: str, edit: str
                    content_key=key, mask=mask, mask_uri=mask_uri)
     record_shot(opts.out, row, chunk_rows)
     shot_artifact(row)
+    progress.finish()
     if status == "failed":
         raise ShotFailed(error)
     return {"row": row, "deliverable": asdict(deliverable) if deliverable else None}

@@ -23,6 +23,9 @@ def _with_progress(run, out: str, run_id: str) -> tuple[list[dict], list[str]]:
             if shot_id not in tasks:
                 tasks[shot_id] = bars.add_task(shot_id, total=1.0, stage=stage)
                 state[shot_id] = {s: 0.0 for s in weights}
+            if stage == "done":
+                bars.update(tasks[shot_id], completed=1.0, stage="done")
+                return
             state[shot_id][stage] = max(state[shot_id][stage], fraction)
             done = sum(weights[s] * f for s, f in state[shot_id].items())
             bars.update(tasks[shot_id], completed=done, stage=stage)

@@ -46,6 +46,12 @@ class ShotProgress:
             self._last = total
             update_progress_artifact(artifact_id=self._artifact, progress=total)
 
+    def finish(self) -> None:
+        """The shot is over (done, skipped or failed): the bar reads 100, whatever stages it skipped."""
+        for fn in list(_listeners):
+            fn(self.shot_id, "done", 1.0)
+        update_progress_artifact(artifact_id=self._artifact, progress=100.0)
+
     def stage(self, stage: str) -> Callable[[float], None]:
         return lambda f: self(stage, f)
 
