@@ -1,11 +1,15 @@
 """Tasks for one shot: prepare chunks, remove, conform, record. Each calls one library function."""
 from __future__ import annotations
 
+import os
+from functools import lru_cache
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from model import removal
-from model.select import load_backend
+from model.isolate import Isolated
+from model.select import load_backend, resolve_backend
 from shots import conform, extract
 from storage import manifest
 from storage.rows import deliverable_from_row
@@ -24,9 +28,29 @@ def prepare_shot(shot, out: str, model_size: tuple[int, int], progress=None) -> 
       task_run_name="remove-{shot_id}-c{chunk.chunk.index}")
 def remove_chunk(chunk: extract.ChunkInput, shot_id: str, work_key: str, prompt: str, backend: tuple, out: str,
                  seed: int, rate, progress=None) -> removal.ChunkResult:
-    """One chunk through the removal backend; a stored result with the same content key is reused."""
+    """One chunk through the removal backend; a stored result with the same content key is reused.
+
+    With VOIDBATCH_CHUNK_TIMEOUT set (seconds), VOID chunks run in a child process with that hard
+    timeout: a hung CUDA call is killed and the task's retry runs in a fresh child (the model then
+    loads in the child as well as in the flow's process, which reads its name and version).
+    """
+    args = (chunk, shot_id, work_key, prompt, backend, out, seed, rate)
+    timeout = os.environ.get("VOIDBATCH_CHUNK_TIMEOUT")
+    if not timeout or resolve_backend(backend[0], backend[1]) != "void":
+        return _remove(*args, progress=progress)
+    return _gpu_child().call(_remove, *args, timeout=float(timeout), progress=progress,
+                             what=f"shot {shot_id} chunk {chunk.chunk.index}")
+
+
+def _remove(chunk, shot_id, work_key, prompt, backend, out, seed, rate, progress=None) -> removal.ChunkResult:
     return removal.remove_chunk(chunk, load_backend(*backend), ArtifactStore(out), work_key, shot_id, prompt,
                                 seed, rate, progress=progress)
+
+
+@lru_cache(maxsize=1)
+def _gpu_child() -> Isolated:
+    """One child per worker process: the model loads once in it; after a timeout the next call starts afresh."""
+    return Isolated()
 
 
 @task(name="conform-shot", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -259,9 +259,12 @@ def test_cli_run_exit_code_and_summary(generated_edit, tmp_path):
     assert bad.returncode == 2 and "--format" in bad.stderr
 
 
-def test_flow_with_tiny_void_model(prefect_server, tmp_path):
-    """--backend void through the whole flow: the real loading path on a tiny random-weight model."""
+def test_flow_with_tiny_void_model(prefect_server, tmp_path, monkeypatch):
+    """--backend void through the whole flow: the real loading path on a tiny random-weight model,
+    each chunk in a child process with a hard timeout."""
     from flows.process_edit import process_edit
+
+    monkeypatch.setenv("VOIDBATCH_CHUNK_TIMEOUT", "600")
     from model.void.tiny import write_tiny_model
 
     model_dir = write_tiny_model(tmp_path / "tiny_void")
