@@ -259,12 +259,15 @@ def test_cli_run_exit_code_and_summary(generated_edit, tmp_path):
     assert bad.returncode == 2 and "--format" in bad.stderr
 
 
-def test_flow_with_tiny_void_model(prefect_server, tmp_path, monkeypatch):
+def test_flow_with_tiny_void_model(prefect_server, tmp_path, monkeypatch, request):
     """--backend void through the whole flow: the real loading path on a tiny random-weight model,
     each chunk in a child process with a hard timeout."""
     from flows.process_edit import process_edit
 
+    from tasks.shot import _gpu_child
+
     monkeypatch.setenv("VOIDBATCH_CHUNK_TIMEOUT", "600")
+    request.addfinalizer(lambda: (_gpu_child().close(), _gpu_child.cache_clear()))  # leave no child behind
     from model.void.tiny import write_tiny_model
 
     model_dir = write_tiny_model(tmp_path / "tiny_void")
@@ -282,6 +285,7 @@ def test_flow_with_tiny_void_model(prefect_server, tmp_path, monkeypatch):
     source = list(read_frames(samples[0].plate, 0, 24))
     masks = list(qm.read_mask_frames(samples[0].quadmask, 0, 24))
     assert all(_keep_identical(s, o, m, margin=6) for s, o, m in zip(source, frames, masks))
+    assert _gpu_child().pid is not None  # the chunk ran in the isolated child
 
 
 def test_masks_from_clicks_reviewed_then_reused(prefect_server, tmp_path):
