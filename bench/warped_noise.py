@@ -10,7 +10,7 @@ What it measures, at the model's size (384x672 frames, 16 x 48 x 84 latent noise
    centre. Noise is warped with the exact (analytic) flow, and with flow estimated from the frames (RAFT
    with real weights when --model-dir has them, else OpenCV DIS, labelled as such) between consecutive
    frames (s1, the default) and between every 4th frame (s4, `flow_stride=4`); judged against the exact motion.
-2. VOID sample clips (/work/shared/data/void_samples/*/input_video.mp4), read at 384x672 and mirror-padded to
+2. VOID sample clips (../shared/data/void_samples/*/input_video.mp4), read at 384x672 and mirror-padded to
    the chunk's VOID length like the backend does; flow estimated as above, judged against the s1 estimate.
 3. RAFT seconds per frame pair on this CPU (random weights: the weights' values do not change the cost),
    raft_small and raft_large, at 384x672 and 192x336, 12 iterations; and the warp's seconds per frame.
