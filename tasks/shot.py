@@ -1,6 +1,7 @@
 """Tasks for one shot: prepare chunks, remove, conform, record. Each calls one library function."""
 from __future__ import annotations
 
+import atexit
 import os
 from functools import lru_cache
 
@@ -49,8 +50,13 @@ def _remove(chunk, shot_id, work_key, prompt, backend, out, seed, rate, progress
 
 @lru_cache(maxsize=1)
 def _gpu_child() -> Isolated:
-    """One child per worker process: the model loads once in it; after a timeout the next call starts afresh."""
-    return Isolated()
+    """One child per worker process: the model loads once in it; after a timeout the next call starts afresh.
+
+    Closed at exit, or multiprocessing would wait on the (non-daemon) child when the process ends.
+    """
+    child = Isolated()
+    atexit.register(child.close)
+    return child
 
 
 @task(name="conform-shot", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
