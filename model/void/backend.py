@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 PIPELINE_REVISION = 1
 
 
+def to_chunk_frames(output: np.ndarray, frames: int, request: RemovalRequest) -> np.ndarray:
+    """Pipeline output in [0,1] -> the chunk's own uint8 frames: padding dropped, keep pixels exact.
+
+    Deliberate difference: the reference truncates to uint8 (x*255 cast); rounding avoids a -0.5 LSB bias.
+    """
+    result = np.clip(np.rint(output[:frames] * 255.0), 0, 255).astype(np.uint8)
+    return enforce_keep(request, np.ascontiguousarray(result))
+
+
 def mirror_indices(frames: int, target: int) -> np.ndarray:
     """Frame indices that ping-pong pad `frames` frames to `target`: 0..L-1, L-1..0, 0..L-1, ..."""
     if frames < 1 or target < frames:
@@ -124,9 +133,7 @@ class VoidBackend:
             ).frames[0]
         finally:
             self.model.release_device_memory()
-        # Deliberate difference: the reference truncates to uint8 (x*255 cast); rounding avoids a -0.5 LSB bias.
-        result = np.clip(np.rint(output[:frames] * 255.0), 0, 255).astype(np.uint8)
-        result = enforce_keep(request, np.ascontiguousarray(result))
+        result = to_chunk_frames(output, frames, request)
         if progress is not None:
             progress(1.0)
         return result

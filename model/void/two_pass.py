@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from model.backend import RemovalRequest, enforce_keep
-from model.void.backend import VoidBackend, mirror_indices
+from model.void.backend import VoidBackend, mirror_indices, to_chunk_frames
 from model.void.flow import raft_weights_path
 from model.void.loading import PASS1_WEIGHTS, default_cache_dir, file_sha256, resolve_model_dir
 from model.void.pass2 import (
@@ -213,9 +213,7 @@ class VoidTwoPassBackend(VoidBackend):
             self.model.release_device_memory()
         info["pass2_s"] = time.perf_counter() - t0
         self.last_info = info
-        # As pass 1 (`VoidBackend.remove`): round, drop the padded frames, keep pixels copied back exactly.
-        result = np.clip(np.rint(output[:frames] * 255.0), 0, 255).astype(np.uint8)
-        result = enforce_keep(request, np.ascontiguousarray(result))
+        result = to_chunk_frames(output, frames, request)  # as pass 1
         if progress is not None:
             progress(1.0)
         return result
