@@ -28,7 +28,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from model.backend import RemovalRequest, enforce_keep
+from model.backend import RemovalRequest
 from model.void.backend import VoidBackend, mirror_indices, to_chunk_frames
 from model.void.flow import raft_weights_path
 from model.void.loading import PASS1_WEIGHTS, default_cache_dir, file_sha256, resolve_model_dir
