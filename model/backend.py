@@ -11,22 +11,15 @@ Contract every backend keeps:
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from model.registry import BACKENDS
+
 QUADMASK_VALUES = (0, 63, 127, 255)
 KEEP = 255
-
-# name -> "module:attribute" of a factory taking **options; imported lazily so asking for the
-# classical backend never imports torch/diffusers.
-_BACKENDS: dict[str, str] = {
-    "classical": "model.classical:ClassicalBackend",
-    "void": "model.void.backend:VoidBackend",
-    "void2": "model.void.two_pass:VoidTwoPassBackend",
-}
 
 _VALID = np.zeros(256, bool)
 _VALID[list(QUADMASK_VALUES)] = True
@@ -75,17 +68,12 @@ class RemovalBackend(Protocol):
 
 
 def known_backends() -> tuple[str, ...]:
-    return tuple(sorted(_BACKENDS))
+    return BACKENDS.names()
 
 
 def get_backend(name: str, **options) -> RemovalBackend:
     """The backend called `name`, built with `options` (backend-specific keyword arguments)."""
-    target = _BACKENDS.get(name)
-    if target is None:
-        raise ValueError(f"unknown removal backend {name!r}; known backends: {', '.join(known_backends())}")
-    module, attr = target.split(":")
-    factory = getattr(importlib.import_module(module), attr)
-    return factory(**options)
+    return BACKENDS.build(name, **options)
 
 
 def enforce_keep(request: RemovalRequest, output: np.ndarray) -> np.ndarray:
