@@ -26,6 +26,21 @@ _VALID[list(QUADMASK_VALUES)] = True
 
 
 @dataclass(frozen=True)
+class BackendIdentity:
+    """What produced a result, known before any weights load: manifest columns and part of cache keys.
+
+    `version` changes whenever output for the same request could change (code revision, settings,
+    weights); `weights_sha256` is the main checkpoint's hash (None for weight-free backends).
+    Two-pass backends also name their first pass, whose output is kept as its own result.
+    """
+
+    name: str
+    version: str
+    weights_sha256: str | None = None
+    pass1: BackendIdentity | None = None
+
+
+@dataclass(frozen=True)
 class RemovalRequest:
     """One chunk at model resolution: frames, quadmask, the prompt for the scene after removal, seed."""
 

@@ -442,6 +442,23 @@ def probe(path, sequence_rate=None) -> MediaInfo:
         )
 
 
+def media_files(path, start: int = 0, count: int | None = None) -> list[Path]:
+    """The files that reading frames [start, start+count) of `path` touches: the movie, or those frames' files.
+
+    What a content key hashes (storage.keys.files_sha256): the plate's bytes, not its name or mtime.
+    """
+    seq = _as_sequence(path)
+    if seq is None:
+        if not Path(path).is_file():
+            raise MediaError(path, "no such file")
+        return [Path(path)]
+    numbers = seq.numbers()
+    stop = len(numbers) if count is None else start + count
+    if stop > len(numbers):
+        raise MediaError(seq.pattern, f"has {len(numbers)} frames; asked for file frames {start}..{stop - 1}")
+    return [seq.frame_path(n) for n in numbers[start:stop]]
+
+
 def _read_native(path: Path) -> np.ndarray:
     if path.suffix.lower() in _CV2_EXTS:
         a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
