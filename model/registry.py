@@ -50,6 +50,6 @@ SEGMENTERS = Registry("segmenter", {
 })
 
 REASONERS = Registry("reasoner", {
-    "gemini": "model.masks.reason:GeminiReasoner",
-    "heuristic": "model.masks.reason:HeuristicReasoner",
+    "gemini": "model.masks.gemini:GeminiReasoner",
+    "heuristic": "model.masks.heuristic:HeuristicReasoner",
 })

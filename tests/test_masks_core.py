@@ -8,7 +8,9 @@ import pytest
 
 from model.masks import (AffectedObject, Grid, MaskStack, Prompts, Reasoning, combine, parse_answer,
                          quadmask_frames, rasterize, working_size)
-from model.masks.reason import InvalidAnswer, _redact, keyframe_indices
+from model.masks.gemini import redact
+from model.masks.gemini_prompt import keyframe_indices
+from model.masks.reasoning import InvalidAnswer
 from shots.shot import Instructions
 
 
@@ -134,5 +136,5 @@ def test_mask_stack_packs_bits():
 def test_keyframes_and_redaction():
     assert keyframe_indices(46, 10) == [0, 4, 9, 14, 19, 25, 30, 35, 40, 45]  # void_masks.md 3.2 (lime)
     assert keyframe_indices(4, 10) == [0, 1, 2, 3]
-    assert _redact("boom secret123 x", "secret123") == "boom [REDACTED] x"
-    assert "AIza" not in _redact("url?key=AIzaSyA1234567890123456789012345", None)
+    assert redact("boom secret123 x", "secret123") == "boom [REDACTED] x"
+    assert "AIza" not in redact("url?key=AIzaSyA1234567890123456789012345", None)

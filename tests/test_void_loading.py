@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import time
 
 import fsspec
 import numpy as np
@@ -10,31 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.void.loading import (
-    PromptEmbeddings,
-    file_sha256,
-    load_tokenizer,
-    load_transformer,
-    load_void_pass1,
-    resolve_model_dir,
-)
+from model.void.components import load_transformer
+from model.void.files import file_sha256, resolve_model_dir
+from model.void.loading import load_void_pass1
 from model.void.offload import ModelOffload, SequentialOffload
-from model.void.tiny import write_tiny_model
+from model.void.prompts import PromptEmbeddings
+from model.void.tokenizer import load_tokenizer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model's ops are too small to gain from threads; on a shared 2-core runner, spinning OpenMP
-    threads made this module several times slower. One thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("void_tiny_loading"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def copy_with_weights(src, dst, state):
@@ -43,11 +28,11 @@ def copy_with_weights(src, dst, state):
     return dst
 
 
-def test_strict_loading_names_missing_and_unexpected_keys(tiny_dir, tmp_path):
-    state = load_file(str(tiny_dir / "void_pass1.safetensors"))
+def test_strict_loading_names_missing_and_unexpected_keys(void_tiny_dir, tmp_path):
+    state = load_file(str(void_tiny_dir / "void_pass1.safetensors"))
     state.pop("proj_out.weight")
     state["transformer_blocks.7.attn1.to_q.weight"] = torch.zeros(2, 2)
-    bad = copy_with_weights(tiny_dir, tmp_path / "bad", state)
+    bad = copy_with_weights(void_tiny_dir, tmp_path / "bad", state)
     with pytest.raises(ValueError) as err:
         load_transformer(bad, bad / "void_pass1.safetensors", torch.float32, torch.device("cpu"))
     message = str(err.value)
@@ -55,41 +40,55 @@ def test_strict_loading_names_missing_and_unexpected_keys(tiny_dir, tmp_path):
     assert "unexpected keys (1): transformer_blocks.7.attn1.to_q.weight" in message
 
 
-def test_strict_loading_rejects_the_33_channel_base_weights(tiny_dir, tmp_path):
-    base = load_file(str(tiny_dir / "transformer" / "diffusion_pytorch_model.safetensors"))
-    bad = copy_with_weights(tiny_dir, tmp_path / "base_as_void", base)
+def test_strict_loading_rejects_the_33_channel_base_weights(void_tiny_dir, tmp_path):
+    base = load_file(str(void_tiny_dir / "transformer" / "diffusion_pytorch_model.safetensors"))
+    bad = copy_with_weights(void_tiny_dir, tmp_path / "base_as_void", base)
     with pytest.raises(ValueError, match=r"patch_embed\.proj\.weight: checkpoint \(32, 264\) vs model \(32, 384\)"):
         load_void_pass1(bad, cache_dir=tmp_path / "cache")
 
 
-def test_transformer_gets_48_channels_and_the_target_dtype(tiny_dir):
-    model, info = load_transformer(tiny_dir, tiny_dir / "void_pass1.safetensors", torch.bfloat16,
+def test_transformer_gets_48_channels_and_the_target_dtype(void_tiny_dir):
+    model, info = load_transformer(void_tiny_dir, void_tiny_dir / "void_pass1.safetensors", torch.bfloat16,
                                    torch.device("cpu"))
     assert model.config.in_channels == 48 and model.patch_embed.proj.weight.shape[1] == 48 * 2 * 2 * 2
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert not any(p.is_meta for p in model.parameters())
     assert info.add_noise_in_inpaint_model is True and "add_noise_in_inpaint_model" in info.ignored_config_keys
-    expected = load_file(str(tiny_dir / "void_pass1.safetensors"))
+    expected = load_file(str(void_tiny_dir / "void_pass1.safetensors"))
     assert torch.equal(model.state_dict()["proj_out.weight"], expected["proj_out.weight"].to(torch.bfloat16))
 
 
-def test_sha256_recorded_and_cached(tiny_dir, tmp_path):
-    weights = tiny_dir / "void_pass1.safetensors"
+def test_sha256_recorded_and_cached(void_tiny_dir, tmp_path):
+    weights = void_tiny_dir / "void_pass1.safetensors"
     expected = hashlib.sha256(weights.read_bytes()).hexdigest()
     assert file_sha256(weights, tmp_path) == expected
     assert expected in (tmp_path / "sha256.json").read_text()
-    model = load_void_pass1(tiny_dir, cache_dir=tmp_path)
+    model = load_void_pass1(void_tiny_dir, cache_dir=tmp_path)
     assert model.weights_sha256 == expected
 
 
-def test_fsspec_uri_is_copied_once_to_the_local_cache(tiny_dir, tmp_path, monkeypatch):
+def test_sha256_memo_sees_a_file_rewritten_in_place(tmp_path):
+    """Same inode, size and (restored) mtime: the changed ctime makes the memo hash the new bytes."""
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"a" * 64)
+    before = weights.stat()
+    assert file_sha256(weights, tmp_path) == hashlib.sha256(b"a" * 64).hexdigest()
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    weights.write_bytes(b"b" * 64)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_ino == before.st_ino and weights.stat().st_mtime_ns == before.st_mtime_ns
+    assert file_sha256(weights, tmp_path) == hashlib.sha256(b"b" * 64).hexdigest()
+
+
+def test_fsspec_uri_is_copied_once_to_the_local_cache(void_tiny_dir, tmp_path, monkeypatch):
     fs = fsspec.filesystem("memory")
-    for path in tiny_dir.rglob("*"):
+    for path in void_tiny_dir.rglob("*"):
         if path.is_file():
-            fs.pipe_file(f"/void-model/{path.relative_to(tiny_dir).as_posix()}", path.read_bytes())
+            fs.pipe_file(f"/void-model/{path.relative_to(void_tiny_dir).as_posix()}", path.read_bytes())
     local = resolve_model_dir("memory://void-model", cache_dir=tmp_path)
     assert (local / ".complete").exists() and (local / "void_pass1.safetensors").exists()
-    assert (local / "tokenizer" / "spiece.model").read_bytes() == (tiny_dir / "tokenizer" / "spiece.model").read_bytes()
+    spiece = ("tokenizer", "spiece.model")
+    assert local.joinpath(*spiece).read_bytes() == void_tiny_dir.joinpath(*spiece).read_bytes()
 
     def no_copy(*args, **kwargs):
         raise AssertionError("copied twice")
@@ -106,41 +105,41 @@ def test_missing_model_dir_is_an_error(tmp_path):
         resolve_model_dir(tmp_path / "nope")
 
 
-def test_tokenizer_from_spiece_model_matches_sentencepiece(tiny_dir):
+def test_tokenizer_from_spiece_model_matches_sentencepiece(void_tiny_dir):
     import sentencepiece as spm
 
-    tokenizer = load_tokenizer(tiny_dir / "tokenizer")
-    sp = spm.SentencePieceProcessor(model_file=str(tiny_dir / "tokenizer" / "spiece.model"))
+    tokenizer = load_tokenizer(void_tiny_dir / "tokenizer")
+    sp = spm.SentencePieceProcessor(model_file=str(void_tiny_dir / "tokenizer" / "spiece.model"))
     for text in ("a clean empty street", "The  grass field, at NIGHT!", "ｆｕｌｌwidth ①"):
         assert tokenizer(text).input_ids == sp.encode(text) + [1]  # T5 appends </s> (id 1)
     ids = tokenizer(["x"], padding="max_length", max_length=226, truncation=True).input_ids[0]
     assert len(ids) == 226 and ids[-1] == 0  # padded with <pad> (id 0)
 
 
-def test_prompt_embeddings_computed_once_and_kept_on_disk(tiny_dir, tmp_path):
+def test_prompt_embeddings_computed_once_and_kept_on_disk(void_tiny_dir, tmp_path):
     cpu = torch.device("cpu")
-    cache = PromptEmbeddings(tiny_dir, cpu, torch.float32, store_dir=tmp_path / "emb", cache_dir=tmp_path,
+    cache = PromptEmbeddings(void_tiny_dir, cpu, torch.float32, store_dir=tmp_path / "emb", cache_dir=tmp_path,
                              release_after_use=True)
     a = cache.get("a clean street")
     again = cache.get("a clean street")
     assert cache.encoded == 1 and again is a and a.shape == (1, 226, 32)
     assert cache._text_encoder is None  # released after encoding (offload modes)
-    fresh = PromptEmbeddings(tiny_dir, cpu, torch.float32, store_dir=tmp_path / "emb", cache_dir=tmp_path)
+    fresh = PromptEmbeddings(void_tiny_dir, cpu, torch.float32, store_dir=tmp_path / "emb", cache_dir=tmp_path)
     assert torch.equal(fresh.get("a clean street"), a) and fresh.encoded == 0
     assert not torch.equal(fresh.get("an empty road"), a) and fresh.encoded == 1
-    assert cache.key("x") != PromptEmbeddings(tiny_dir, cpu, torch.bfloat16, cache_dir=tmp_path).key("x")
+    assert cache.key("x") != PromptEmbeddings(void_tiny_dir, cpu, torch.bfloat16, cache_dir=tmp_path).key("x")
 
 
-def test_memory_modes(tiny_dir, tmp_path):
+def test_memory_modes(void_tiny_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown memory mode"):
-        load_void_pass1(tiny_dir, mode="qfloat8", cache_dir=tmp_path)
-    model = load_void_pass1(tiny_dir, mode="model_offload", device="cpu", cache_dir=tmp_path)
+        load_void_pass1(void_tiny_dir, mode="qfloat8", cache_dir=tmp_path)
+    model = load_void_pass1(void_tiny_dir, mode="model_offload", device="cpu", cache_dir=tmp_path)
     assert model.mode == "full"  # offloading only means something on CUDA
 
 
-def test_model_offload_hooks_give_the_same_frames(tiny_dir, tmp_path):
+def test_model_offload_hooks_give_the_same_frames(void_tiny_dir, tmp_path):
     """The accelerate-free model offload, exercised on the CPU: hooks fire, results do not change."""
-    model = load_void_pass1(tiny_dir, cache_dir=tmp_path)
+    model = load_void_pass1(void_tiny_dir, cache_dir=tmp_path)
     pipe = model.pipeline
     rng = np.random.default_rng(0)
     video = rng.integers(0, 256, (13, 32, 32, 3), dtype=np.uint8)
@@ -163,11 +162,11 @@ def test_model_offload_hooks_give_the_same_frames(tiny_dir, tmp_path):
     assert {"T5EncoderModel", "CogVideoXTransformer3DModel", "AutoencoderKLVoid"} <= set(seen)
 
 
-def test_sequential_offload_hooks_give_the_same_frames(tiny_dir, tmp_path, monkeypatch):
+def test_sequential_offload_hooks_give_the_same_frames(void_tiny_dir, tmp_path, monkeypatch):
     """Layer-by-layer offload, exercised on the CPU: every weight-owning layer is hooked, results do not change."""
     import model.void.offload as offload_module
 
-    model = load_void_pass1(tiny_dir, cache_dir=tmp_path)
+    model = load_void_pass1(void_tiny_dir, cache_dir=tmp_path)
     pipe = model.pipeline
     video = np.random.default_rng(1).integers(0, 256, (13, 32, 32, 3), dtype=np.uint8)
     mask = np.full((13, 32, 32), 255, np.uint8)
@@ -190,5 +189,6 @@ def test_sequential_offload_hooks_give_the_same_frames(tiny_dir, tmp_path, monke
         offload.remove(pipe)
     assert pipe.transformer.proj_out in moved and pipe.vae.decoder.conv_out.conv in moved
 
-    t5 = PromptEmbeddings(tiny_dir, torch.device("cpu"), torch.float32, cache_dir=tmp_path, sequential_offload=True)
+    t5 = PromptEmbeddings(void_tiny_dir, torch.device("cpu"), torch.float32, cache_dir=tmp_path,
+                          sequential_offload=True)
     assert torch.equal(t5.get("x"), embeds)

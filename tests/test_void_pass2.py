@@ -19,46 +19,20 @@ from model.void.noise_warp import (
     warp_noise,
 )
 from model.void.pass2 import WarpedNoiseSource, load_transformer_weights_in_place
-from model.void.tiny import write_tiny_model
 from model.void.two_pass import TwoPassFrames, VoidTwoPassBackend
+from tests.conftest import VOID_H as H
+from tests.conftest import VOID_W as W
+from tests.conftest import void_clip as clip
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny ops gain nothing from threads and a shared 2-core runner slows down with them (as in pass 1's tests)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-H = W = 32  # the tiny model; RAFT (>= 128 px) runs on frames enlarged to 128x128, flow scaled back
+# RAFT needs >= 128 px: on the tiny model's 32x32 frames it runs enlarged to 128x128, the flow scaled back.
 FAST = dict(steps=2, pass2_steps=2, raft_model="raft_small", flow_iters=2)
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("void2_tiny_model"))
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("void2_cache")
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_dir, cache_dir):
-    return VoidTwoPassBackend(str(tiny_dir), cache_dir=cache_dir, **FAST)
-
-
-def clip(frames: int, seed: int = 0, h: int = H, w: int = W):
-    rng = np.random.default_rng(seed)
-    video = rng.integers(0, 256, (frames, h, w, 3), dtype=np.uint8)
-    mask = np.full((frames, h, w), 255, np.uint8)
-    mask[:, 8:20, 8:20] = 0  # remove
-    mask[:, 6:8, 8:20] = 63  # overlap
-    mask[:, 20:26, 4:24] = 127  # affected
-    return video, mask
+def backend(void_tiny_dir, void_cache_dir):
+    return VoidTwoPassBackend(str(void_tiny_dir), cache_dir=void_cache_dir, **FAST)
 
 
 # --- noise statistics (no model) -------------------------------------------------------------------------------
@@ -129,12 +103,12 @@ def test_noise_is_seeded_and_needs_whole_latent_groups():
 
 # --- RAFT from the model directory -------------------------------------------------------------------------------
 
-def test_missing_raft_weights_name_the_expected_path(tiny_dir, tmp_path, cache_dir):
+def test_missing_raft_weights_name_the_expected_path(void_tiny_dir, tmp_path, void_cache_dir):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "raft" / "raft_large.pth")):
         raft_weights_path(tmp_path)
     # the tiny model ships raft_small only: the default (raft_large) is refused before anything loads
-    with pytest.raises(FileNotFoundError, match=str(tiny_dir / "raft" / "raft_large.pth")) as err:
-        VoidTwoPassBackend(str(tiny_dir), cache_dir=cache_dir)
+    with pytest.raises(FileNotFoundError, match=str(void_tiny_dir / "raft" / "raft_large.pth")) as err:
+        VoidTwoPassBackend(str(void_tiny_dir), cache_dir=void_cache_dir)
     assert "raft_small.pth" in str(err.value)  # says what is there
     (tmp_path / "raft").mkdir()
     torch.save({"not": torch.zeros(1)}, tmp_path / "raft" / "raft_small.pth")
@@ -142,10 +116,10 @@ def test_missing_raft_weights_name_the_expected_path(tiny_dir, tmp_path, cache_d
         load_raft(tmp_path, "raft_small")
 
 
-def test_flow_runs_at_the_model_aspect(tiny_dir):
+def test_flow_runs_at_the_model_aspect(void_tiny_dir):
     assert flow_size(384, 672) == (384, 672) and flow_size(384, 672, 0.5) == (192, 336)
     assert flow_size(32, 32) == (128, 128) and flow_size(32, 64) == (128, 256)
-    raft, sha = load_raft(tiny_dir, "raft_small")
+    raft, sha = load_raft(void_tiny_dir, "raft_small")
     assert len(sha) == 64
     frames = np.random.default_rng(0).integers(0, 256, (5, 32, 64, 3), dtype=np.uint8)
     flows = compute_flows(raft, frames, stride=2, iters=1)
@@ -190,7 +164,7 @@ def test_cfg_halves_run_in_one_transformer_call(backend):
     assert calls == [6, 6]  # 3 windows x (uncond, cond), one call per step
 
 
-def test_weights_swap_in_place(backend, tiny_dir):
+def test_weights_swap_in_place(backend, void_tiny_dir, tmp_path):
     from safetensors.torch import load_file
 
     transformer = backend.pipeline.transformer
@@ -198,32 +172,51 @@ def test_weights_swap_in_place(backend, tiny_dir):
     name, param = next(iter(transformer.named_parameters()))
     pointer = param.data_ptr()
     backend.use_weights("pass2")
-    assert torch.equal(param, load_file(str(tiny_dir / "void_pass2.safetensors"))[name])
+    assert torch.equal(param, load_file(str(void_tiny_dir / "void_pass2.safetensors"))[name])
     backend.use_weights("pass1")
-    assert torch.equal(param, load_file(str(tiny_dir / "void_pass1.safetensors"))[name])
+    assert torch.equal(param, load_file(str(void_tiny_dir / "void_pass1.safetensors"))[name])
     assert param.data_ptr() == pointer and backend.active_weights == "pass1"
-    wrong = {k: v for k, v in load_file(str(tiny_dir / "void_pass1.safetensors")).items() if "proj_out" not in k}
+    wrong = {k: v for k, v in load_file(str(void_tiny_dir / "void_pass1.safetensors")).items() if "proj_out" not in k}
     from safetensors.torch import save_file
 
-    save_file(wrong, str(tiny_dir / "partial.safetensors"))
+    save_file(wrong, str(tmp_path / "partial.safetensors"))
     with pytest.raises(ValueError, match="missing keys .*proj_out"):
-        load_transformer_weights_in_place(transformer, tiny_dir / "partial.safetensors")
+        load_transformer_weights_in_place(transformer, tmp_path / "partial.safetensors")
 
 
 # --- the backend -------------------------------------------------------------------------------------------------
 
-def test_version_names_mask_mode_and_pass2_settings(backend, tiny_dir, cache_dir):
+def test_version_names_mask_mode_and_pass2_settings(backend, void_tiny_dir, void_cache_dir):
     assert isinstance(backend, RemovalBackend) and backend.name == "void2"
     assert "mask-trimask" in backend.version and "cfg6" in backend.version and "raft-raft_small" in backend.version
     assert backend.version.startswith(backend.pass1_version) and backend.pass1_name == "void"
-    binary = VoidTwoPassBackend(str(tiny_dir), cache_dir=cache_dir, mask_mode="binary", **FAST)
+    binary = VoidTwoPassBackend(str(void_tiny_dir), cache_dir=void_cache_dir, mask_mode="binary", **FAST)
     assert "mask-binary" in binary.version and binary.pass1_version == backend.pass1_version
     with pytest.raises(ValueError, match="mask_mode"):
-        VoidTwoPassBackend(str(tiny_dir), cache_dir=cache_dir, mask_mode="soft", **FAST)
+        VoidTwoPassBackend(str(void_tiny_dir), cache_dir=void_cache_dir, mask_mode="soft", **FAST)
+
+
+def test_identity_of_is_what_the_loaded_backend_reports(backend, void_tiny_dir, void_cache_dir):
+    identity = VoidTwoPassBackend.identity_of(str(void_tiny_dir), cache_dir=void_cache_dir, **FAST)
+    assert identity == backend.identity and identity.version == backend.version and identity.name == "void2"
+    assert identity.pass1 == VoidBackend.identity_of(str(void_tiny_dir), steps=FAST["steps"], cache_dir=void_cache_dir)
+    assert identity.pass1.version == backend.pass1_version and identity.pass1.name == "void"
+    assert identity.weights_sha256 == backend.pass2_sha256 != identity.pass1.weights_sha256
+
+
+def test_identity_of_loads_no_model(backend, void_tiny_dir, tmp_path, void_loads_nothing):
+    """No transformer, T5, VAE or RAFT: config files and weight hashes (a fresh hash cache) only."""
+    assert VoidTwoPassBackend.identity_of(str(void_tiny_dir), cache_dir=tmp_path, **FAST) == backend.identity
+    binary = VoidTwoPassBackend.identity_of(str(void_tiny_dir), cache_dir=tmp_path, mask_mode="binary", **FAST)
+    assert "mask-binary" in binary.version and binary.pass1 == backend.identity.pass1
+    with pytest.raises(ValueError, match="mask_mode"):
+        VoidTwoPassBackend.identity_of(str(void_tiny_dir), cache_dir=tmp_path, mask_mode="soft", **FAST)
+    with pytest.raises(FileNotFoundError, match="raft_large"):
+        VoidTwoPassBackend.identity_of(str(void_tiny_dir), cache_dir=tmp_path)
 
 
 @pytest.mark.parametrize("frames,padded", [(85, 85), (90, 93), (197, 197)])
-def test_two_passes_on_every_chunk_length(backend, tiny_dir, cache_dir, frames, padded):
+def test_two_passes_on_every_chunk_length(backend, void_tiny_dir, void_cache_dir, frames, padded):
     video, mask = clip(frames, seed=frames)
     request = RemovalRequest(video, mask, "an empty lawn", seed=7)
     fractions = []
@@ -239,15 +232,15 @@ def test_two_passes_on_every_chunk_length(backend, tiny_dir, cache_dir, frames, 
     assert backend.active_weights == "pass2"
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
     if frames == 85:  # pass 1 is exactly what the plain pass-1 backend delivers with the same settings
-        plain = VoidBackend(str(tiny_dir), steps=FAST["steps"], cache_dir=cache_dir)
+        plain = VoidBackend(str(void_tiny_dir), steps=FAST["steps"], cache_dir=void_cache_dir)
         assert plain.version == backend.pass1_version
         assert np.array_equal(plain.remove(request), pass1)
 
 
-def test_same_seed_same_frames_and_cache_reuse(backend, tiny_dir, cache_dir, monkeypatch):
+def test_same_seed_same_frames_and_cache_reuse(backend, void_tiny_dir, void_cache_dir, monkeypatch):
     video, mask = clip(85, seed=85)  # the request of the 85-frame case above: its noise is cached by now
     request = RemovalRequest(video, mask, "an empty lawn", seed=7)
-    uncached = VoidTwoPassBackend(str(tiny_dir), cache_dir=cache_dir, noise_cache=False, **FAST)
+    uncached = VoidTwoPassBackend(str(void_tiny_dir), cache_dir=void_cache_dir, noise_cache=False, **FAST)
     fresh = uncached.remove_two_pass(request)  # RAFT and the warp run again from scratch
     assert uncached.last_info["noise_cached"] is False and uncached.last_info["flow_cached"] is False
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.backend import RemovalBackend, RemovalRequest, get_backend
+from model.backend import BackendIdentity, RemovalBackend, RemovalRequest, get_backend
 from model.void.backend import VoidBackend, mirror_indices
 from model.void.loading import load_void_pass1
 from model.void.pipeline_void import (
@@ -14,51 +14,23 @@ from model.void.pipeline_void import (
     temporal_windows,
     window_weights,
 )
-from model.void.tiny import write_tiny_model
 from model.void.vae import AutoencoderKLVoid
 from shots.plan import MAX_FRAMES, VALID_LENGTHS, padded_length
+from tests.conftest import VOID_H as H
+from tests.conftest import VOID_W as W
+from tests.conftest import void_clip as clip
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model's ops are too small to gain from threads; on a shared 2-core runner, spinning OpenMP
-    threads made this module several times slower. One thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-H = W = 32  # multiples of 16 (VAE x8, patch 2); the real model runs at 384x672
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("void_tiny_model"))
+def void(void_tiny_dir, void_cache_dir):
+    return load_void_pass1(void_tiny_dir, cache_dir=void_cache_dir)
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("void_cache")
-
-
-@pytest.fixture(scope="session")
-def void(tiny_dir, cache_dir):
-    return load_void_pass1(tiny_dir, cache_dir=cache_dir)
-
-
-@pytest.fixture(scope="session")
-def backend(tiny_dir, cache_dir):
-    return get_backend("void", model_dir=str(tiny_dir), steps=2, cache_dir=cache_dir)
-
-
-def clip(frames: int, seed: int = 0, h: int = H, w: int = W):
-    rng = np.random.default_rng(seed)
-    video = rng.integers(0, 256, (frames, h, w, 3), dtype=np.uint8)
-    mask = np.full((frames, h, w), 255, np.uint8)
-    mask[:, 8:20, 8:20] = 0  # remove
-    mask[:, 6:8, 8:20] = 63  # overlap
-    mask[:, 20:26, 4:24] = 127  # affected (a shadow)
-    return video, mask
+def backend(void_tiny_dir, void_cache_dir):
+    return get_backend("void", model_dir=str(void_tiny_dir), steps=2, cache_dir=void_cache_dir)
 
 
 # --- chunk lengths -------------------------------------------------------------------------------------------
@@ -252,7 +224,7 @@ def test_same_seed_same_frames_whatever_the_chunk_order(backend):
 
 # --- the backend through the registry ----------------------------------------------------------------------
 
-def test_get_backend_void_end_to_end(backend, tiny_dir):
+def test_get_backend_void_end_to_end(backend, void_tiny_dir):
     assert isinstance(backend, RemovalBackend) and isinstance(backend, VoidBackend)
     assert backend.name == "void"
     assert backend.weights_sha256[:12] in backend.version and "steps2" in backend.version
@@ -267,13 +239,35 @@ def test_get_backend_void_end_to_end(backend, tiny_dir):
     assert len(fractions) == 2 + backend.steps
 
 
-def test_version_changes_with_sampling_params(tiny_dir, cache_dir, backend):
-    other = VoidBackend(str(tiny_dir), steps=3, guidance=2.0, negative_prompt="blurry", cache_dir=cache_dir)
+def test_version_changes_with_sampling_params(void_tiny_dir, void_cache_dir, backend):
+    other = VoidBackend(str(void_tiny_dir), steps=3, guidance=2.0, negative_prompt="blurry", cache_dir=void_cache_dir)
     assert other.version != backend.version and "cfg2" in other.version and "steps3" in other.version
+    assert VoidBackend.identity_of(str(void_tiny_dir), steps=3, guidance=2.0, negative_prompt="blurry",
+                                   cache_dir=void_cache_dir) == other.identity
     video, mask = clip(5, seed=4)
     out = other.pipeline(video, mask, prompt="x", negative_prompt="blurry", guidance_scale=2.0,
                          num_inference_steps=1, generator=torch.Generator().manual_seed(0)).frames
     assert out.shape == (1, 5, H, W, 3)  # the CFG path runs (batch of 2 per transformer call)
+
+
+def test_identity_of_is_what_the_loaded_backend_reports(backend, void_tiny_dir, void_cache_dir):
+    identity = VoidBackend.identity_of(str(void_tiny_dir), steps=2, cache_dir=void_cache_dir)
+    assert identity == backend.identity == BackendIdentity("void", backend.version, backend.weights_sha256)
+    assert identity.pass1 is None and backend.device == "cpu"
+    assert "aug0.0563" in identity.version  # noise_aug=None follows the tiny config's add_noise_in_inpaint_model
+    no_aug = VoidBackend.identity_of(str(void_tiny_dir), steps=2, noise_aug=0.0, cache_dir=void_cache_dir)
+    assert "+aug0+" in no_aug.version
+    assert "compile0" in VoidBackend.identity_of(str(void_tiny_dir), steps=2, compile=True, device="cpu",
+                                                 cache_dir=void_cache_dir).version  # compiles on CUDA only
+
+
+def test_identity_of_loads_no_model(backend, void_tiny_dir, tmp_path, void_loads_nothing):
+    """From config files and weight hashes alone (a fresh hash cache: the weights are read, never loaded)."""
+    assert VoidBackend.identity_of(str(void_tiny_dir), steps=2, cache_dir=tmp_path) == backend.identity
+    with pytest.raises(ValueError, match="steps"):
+        VoidBackend.identity_of(str(void_tiny_dir), steps=0, cache_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="void_pass1.safetensors"):
+        VoidBackend.identity_of(str(tmp_path), cache_dir=tmp_path)
 
 
 # --- inputs ------------------------------------------------------------------------------------------------

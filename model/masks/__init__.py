@@ -8,8 +8,11 @@ from model.masks.frames import Frames, MaskStack, Prompts, working_size
 from model.masks.grid import Grid
 from model.masks.pipeline import AUTO, MaskOptions, MaskResult, build_quadmask
 from model.masks.preview import contact_sheet, overlay, write_contact_sheet, write_preview
-from model.masks.reason import (AffectedObject, GeminiReasoner, HeuristicReasoner, Reasoning, ReasonerError,
-                                ReasonInput, ReasonResult, default_reasoner, parse_answer, reason_with_fallback)
+from model.masks.gemini import GeminiReasoner
+from model.masks.heuristic import HeuristicReasoner
+from model.masks.reason import default_reasoner, reason_with_fallback
+from model.masks.reasoning import (AffectedObject, Reasoning, ReasonerError, ReasonInput, ReasonResult,
+                                   parse_answer)
 from model.masks.segment import (ClassicalSegmenter, SAM2Segmenter, SegmentationError, Segmenter,
                                  default_segmenter)
 

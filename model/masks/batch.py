@@ -1,23 +1,26 @@
 """A shot's generated quadmask on the artifact store: built once per content, reused by every run.
 
 `voidbatch masks` builds them for review; the removal batch finds the same mask under the same
-key (media, shot range, instructions, segmenter and reasoner) and reuses it, so the artist
-reviews exactly what the GPU pass will use.
+content key (the bytes of the plate and matte frames it reads, the shot range, the instructions,
+segmenter and reasoner) and reuses it, so the artist reviews exactly what the GPU pass will use.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, replace
 
+from model import registry
 from model.masks.pipeline import AUTO, MaskResult, build_quadmask
-from model.masks.reason import GeminiReasoner, HeuristicReasoner
-from model.masks.segment import ClassicalSegmenter, SAM2Segmenter, default_segmenter
+from model.masks.segment import ClassicalSegmenter, default_segmenter
+from shots.media import media_files
+from storage.keys import content_key, files_sha256, short
 from storage.store import ArtifactStore
 
-SEGMENTERS = ("auto", "sam2", "classical")
-REASONERS = ("auto", "gemini", "heuristic", "none")
+NONE = "none"
+SEGMENTER_NAMES = (AUTO, *registry.SEGMENTERS.names())
+REASONER_NAMES = (AUTO, *registry.REASONERS.names(), NONE)
+# Old names, still imported by tasks/options.py.
+SEGMENTERS, REASONERS = SEGMENTER_NAMES, REASONER_NAMES
 
 
 def needs_generated_mask(shot) -> bool:
@@ -27,46 +30,51 @@ def needs_generated_mask(shot) -> bool:
 
 
 def make_segmenter(name: str, sam2_dir: str | None):
-    if name == "classical":
-        return ClassicalSegmenter()
-    if name == "sam2":
-        if not sam2_dir:
-            raise ValueError("--segmenter sam2 needs --sam2-dir: a folder with the SAM2 config (.yaml) and "
-                             "checkpoint (.pt)")
-        return SAM2Segmenter.from_dir(sam2_dir)
-    if name == "auto":
+    """The segmenter called `name`; "auto" is SAM2 when `sam2_dir` holds a config and checkpoint, else classical."""
+    if name == AUTO:
         return default_segmenter(sam2_dir)
-    raise ValueError(f"unknown segmenter {name!r}; choose one of {', '.join(SEGMENTERS)}")
+    if name != "sam2":
+        return registry.SEGMENTERS.build(name)
+    if not sam2_dir:
+        raise ValueError("--segmenter sam2 needs --sam2-dir: a folder with the SAM2 config (.yaml) and "
+                         "checkpoint (.pt)")
+    return registry.SEGMENTERS.build(name, model_dir=sam2_dir)
 
 
 def make_reasoner(name: str):
-    if name == "gemini":
-        return GeminiReasoner()  # unconfigured or failing: build_quadmask falls back to the heuristic, degraded
-    if name == "heuristic":
-        return HeuristicReasoner()
-    if name == "none":
+    """The reasoner called `name`, None for "none", or AUTO for build_quadmask to resolve.
+
+    An unconfigured or failing Gemini is kept: build_quadmask falls back to the heuristic, degraded.
+    """
+    if name == NONE:
         return None
-    if name == "auto":
+    if name == AUTO:
         return AUTO
-    raise ValueError(f"unknown reasoner {name!r}; choose one of {', '.join(REASONERS)}")
-
-
-def _stamp(path: str | None) -> str:
-    if not path:
-        return ""
-    p = path if os.path.exists(path) else os.path.dirname(path)
-    st = os.stat(p)
-    return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+    return registry.REASONERS.build(name)
 
 
 def mask_key(shot, segmenter: str, reasoner: str) -> str:
+    """What decides a shot's quadmask, by content: the bytes of the plate frames and matte frames it reads
+    (a file re-delivered in place gets a new key), the ranges, the clicks and the parts that build it."""
     ins = shot.instructions
-    ident = json.dumps({"media": _stamp(shot.media.path), "range": [shot.file_start, shot.frames],
-                        "matte": _stamp(ins.matte), "points": {str(k): v for k, v in ins.points.items()},
-                        "negative": {str(k): v for k, v in ins.negative_points.items()},
-                        "boxes": {str(k): v for k, v in ins.boxes.items()}, "instruction": ins.instruction,
-                        "segmenter": segmenter, "reasoner": reasoner}, sort_keys=True)
-    return hashlib.sha256(ident.encode()).hexdigest()[:12]
+    matte_start = ins.mask_start_frame or 0
+    return short(content_key({
+        "plate": files_sha256(media_files(shot.media.path, shot.file_start, shot.frames)),
+        "range": [shot.file_start, shot.frames],
+        "matte": _matte_sha256(ins.matte, shot.file_start - matte_start, shot.frames), "matte_start": matte_start,
+        "points": {str(k): v for k, v in ins.points.items()},
+        "negative": {str(k): v for k, v in ins.negative_points.items()},
+        "boxes": {str(k): v for k, v in ins.boxes.items()}, "instruction": ins.instruction,
+        "segmenter": segmenter, "reasoner": reasoner}))
+
+
+def _matte_sha256(matte: str | None, offset: int, frames: int) -> str | None:
+    """The matte frames build_quadmask reads: matte file frames [offset, offset + frames)."""
+    if not matte:
+        return None
+    if offset < 0:
+        raise ValueError(f"matte {matte} starts after the shot's first frame ({-offset} frames late)")
+    return files_sha256(media_files(matte, offset, frames))
 
 
 def shot_quadmask(shot, store: ArtifactStore, segmenter: str = "auto", reasoner: str = "auto",

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from model.masks.grid import Grid
-from model.masks.reason import AffectedObject, Reasoning
+from model.masks.reasoning import AffectedObject, Reasoning
 from shots.quadmask import AFFECTED, KEEP, OVERLAP, REMOVE
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import cv2
@@ -268,11 +268,3 @@ class Prompts:
         return {k: {str(f): np.asarray(v).tolist() for f, v in getattr(self, k).items()}
                 for k in ("points", "negative_points", "boxes")}
 
-
-def area_resize(masks: Iterable[np.ndarray], size: tuple[int, int]) -> Iterable[np.ndarray]:
-    """Binary masks to size=(h, w) by area averaging, >= 0.5 coverage is object."""
-    for m in masks:
-        m = np.asarray(m)
-        if m.shape != tuple(size):
-            m = cv2.resize(m.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA) >= 0.5
-        yield m.astype(bool)

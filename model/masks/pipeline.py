@@ -27,8 +27,9 @@ from model.masks.combine import default_dilation, quadmask_frames, rasterize
 from model.masks.frames import DEFAULT_RAM_BUDGET, Frames, MaskStack, Prompts, working_size
 from model.masks.grid import Grid
 from model.masks.preview import write_contact_sheet, write_preview
-from model.masks.reason import (GeminiReasoner, ReasonInput, ReasonResult, default_reasoner, empty_result,
-                                reason_with_fallback)
+from model.masks.gemini import GeminiReasoner
+from model.masks.reason import default_reasoner, reason_with_fallback
+from model.masks.reasoning import ReasonInput, ReasonResult, empty_result
 from model.masks.segment import ClassicalSegmenter, Segmenter
 from shots import media
 from shots.quadmask import AFFECTED, LEVELS, read_mask_frames, write_quadmask

@@ -6,8 +6,6 @@ grid is drawn faintly so the cell-aligned grey reads as intended. Previews are s
 """
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from model.masks.grid import Grid
 from shots.frames import normalize_rate
 from shots.media import write_video_lossless
 from shots.quadmask import AFFECTED, OVERLAP, REMOVE, resize_mask
+from storage.atomic import atomic_path
 
 COLOURS = {REMOVE: (255, 40, 40), OVERLAP: (230, 0, 230), AFFECTED: (255, 190, 0)}
 
@@ -55,28 +54,22 @@ def _preview_size(h: int, w: int, long_side: int) -> tuple[int, int]:
 
 def _write_h264(path: Path, frames: Iterable[np.ndarray], rate) -> int:
     rate = normalize_rate(rate)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     count = 0
-    try:
-        with av.open(str(tmp), "w") as out:
-            stream = None
-            for a in frames:
-                if stream is None:
-                    stream = out.add_stream("libx264", rate=rate)
-                    stream.width, stream.height = a.shape[1], a.shape[0]
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": "20", "preset": "veryfast"}
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="rgb24")
-                frame.pts = count
-                out.mux(stream.encode(frame))
-                count += 1
+    with atomic_path(path, suffix=path.suffix) as tmp, av.open(str(tmp), "w") as out:
+        stream = None
+        for a in frames:
             if stream is None:
-                raise ValueError(f"{path}: no frames to write")
-            out.mux(stream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                stream = out.add_stream("libx264", rate=rate)
+                stream.width, stream.height = a.shape[1], a.shape[0]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": "20", "preset": "veryfast"}
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="rgb24")
+            frame.pts = count
+            out.mux(stream.encode(frame))
+            count += 1
+        if stream is None:
+            raise ValueError(f"{path}: no frames to write")
+        out.mux(stream.encode(None))
     return count
 
 
@@ -146,9 +139,7 @@ def write_contact_sheet(plate_frames: Iterable[np.ndarray], quadmask_frames: Ite
             break
     sheet = contact_sheet(stills, columns, tile_width, grid)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write contact sheet {path}")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write contact sheet {path}")
     return [s[0] for s in stills]

@@ -56,13 +56,15 @@ class Segmenter(Protocol):
     def segment(self, frames: Frames, prompts: Prompts, progress: Progress | None = None) -> MaskStack: ...
 
 
-def _check_prompts(frames: Frames, prompts: Prompts) -> None:
+def _start(frames: Frames, prompts: Prompts) -> tuple[Prompts, MaskStack]:
+    """The prompts checked and scaled to the working resolution, and an empty mask per frame to fill."""
     if not prompts.positive_frames:
         raise SegmentationError("no positive clicks or boxes to segment from (negative clicks alone say nothing "
                                 "about where the object is)")
     bad = [f for f in prompts.frames if not 0 <= f < len(frames)]
     if bad:
         raise SegmentationError(f"prompts on shot frames {bad} but the shot has {len(frames)} frames")
+    return prompts.scaled(*frames.scale), MaskStack(len(frames), frames.size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,11 +219,9 @@ class SAM2Segmenter:
     def segment(self, frames: Frames, prompts: Prompts, progress: Progress | None = None) -> MaskStack:
         import torch
 
-        _check_prompts(frames, prompts)
         t0 = time.perf_counter()
-        p = prompts.scaled(*frames.scale)
+        p, masks = _start(frames, prompts)
         n = len(frames)
-        masks = MaskStack(n, frames.size)
         images = _SAM2Images(frames, self.predictor.image_size, self.device)
         amp = (torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext())
         done = 0
@@ -345,11 +345,9 @@ class ClassicalSegmenter:
 
     # -- public -----------------------------------------------------------------------------------
     def segment(self, frames: Frames, prompts: Prompts, progress: Progress | None = None) -> MaskStack:
-        _check_prompts(frames, prompts)
         t0 = time.perf_counter()
-        p = prompts.scaled(*frames.scale)
+        p, masks = _start(frames, prompts)
         n = len(frames)
-        masks = MaskStack(n, frames.size)
         seeds = p.positive_frames
         done = 0
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from model.void.files import file_sha256
+
 log = logging.getLogger(__name__)
 
 RAFT_MODELS = ("raft_large", "raft_small")
@@ -59,8 +61,6 @@ def load_raft(model_dir: str | os.PathLike, raft_model: str = "raft_large", devi
               cache_dir=None) -> tuple[torch.nn.Module, str]:
     """(RAFT in eval mode on `device`, sha256 of its weight file). Keys and shapes must match exactly."""
     from torchvision.models.optical_flow import raft_large, raft_small
-
-    from model.void.loading import file_sha256
 
     path = raft_weights_path(model_dir, raft_model)
     if path.suffix == ".safetensors":

@@ -12,18 +12,31 @@ Both tell the pipeline where to run through `_execution_device_override`.
 """
 from __future__ import annotations
 
-
 import torch
 
 
+class _Hooks:
+    """Forward hooks on modules that compute on `device`, taken off together."""
 
-class ModelOffload:
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self._handles = []
+
+    def remove(self, pipe=None) -> None:
+        """Take every hook off (and, given `pipe`, let it choose its device again)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if pipe is not None:
+            pipe._execution_device_override = None
+
+
+class ModelOffload(_Hooks):
     """Install model-level offload hooks on `pipe`'s components; `device` is where they run."""
 
     def __init__(self, pipe, device: torch.device | str, components=("text_encoder", "transformer", "vae")):
-        self.device = torch.device(device)
+        super().__init__(device)
         self._resident: torch.nn.Module | None = None
-        self._handles = []
         self._modules: list[torch.nn.Module] = []
         for name in components:
             module = getattr(pipe, name, None)
@@ -58,15 +71,8 @@ class ModelOffload:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    def remove(self, pipe=None) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        if pipe is not None:
-            pipe._execution_device_override = None
 
-
-class SequentialOffload:
+class SequentialOffload(_Hooks):
     """Layer-by-layer CPU offload without accelerate (the reference's `sequential_cpu_offload`).
 
     Every module that owns weights gets them moved to `device` right before its forward and back to the CPU
@@ -75,8 +81,7 @@ class SequentialOffload:
     """
 
     def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device | str, pipe=None):
-        self.device = torch.device(device)
-        self._handles = []
+        super().__init__(device)
         for module in modules.values():
             if module is None:
                 continue
@@ -97,13 +102,6 @@ class SequentialOffload:
 
     def offload_all(self) -> None:
         """Nothing stays resident between calls."""
-
-    def remove(self, pipe=None) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        if pipe is not None:
-            pipe._execution_device_override = None
 
 
 def _move_own_tensors(module: torch.nn.Module, device: torch.device) -> None:

@@ -30,14 +30,16 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from model.void.components import checkpoint_mismatch
 from model.void.flow import compute_flows, load_raft
 from model.void.noise_warp import SPATIAL_FACTOR, TEMPORAL_FACTOR, warp_noise
-from model.void.pipeline_void import WINDOW_LATENTS, WINDOW_OVERLAP, VoidOutput, VoidPass1Pipeline
+from model.void.pipeline_void import VoidOutput, VoidPass1Pipeline
+from storage.keys import PixelDigest, content_key
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +75,11 @@ def load_transformer_weights_in_place(transformer: torch.nn.Module, weights: str
     state = transformer.state_dict()  # tensors sharing storage with the live parameters
     expected = {k: tuple(v.shape) for k, v in state.items()}
     with safe_open(str(weights), framework="pt", device="cpu") as f:
-        found = set(f.keys())
-        missing = sorted(set(expected) - found)
-        unexpected = sorted(found - set(expected))
-        mismatched = sorted(f"{k}: checkpoint {tuple(f.get_slice(k).get_shape())} vs model {expected[k]}"
-                            for k in set(expected) & found if tuple(f.get_slice(k).get_shape()) != expected[k])
-        if missing or unexpected or mismatched:
-            raise ValueError(f"{weights.name} does not fit the loaded transformer: " + "; ".join(
-                f"{label} ({len(items)}): {', '.join(items[:12])}{' ...' if len(items) > 12 else ''}"
-                for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                     ("shape mismatches", mismatched)) if items))
+        problems = checkpoint_mismatch(f, expected)
+        if problems:
+            raise ValueError(f"{weights.name} does not fit the loaded transformer: {problems}")
         with torch.no_grad():
-            for key in sorted(found):
+            for key in sorted(f.keys()):
                 state[key].copy_(f.get_tensor(key))
 
 
@@ -108,6 +103,21 @@ def load_pass2_scheduler(directory: str | os.PathLike):
 
 
 # --- flow and noise, cached ---------------------------------------------------------------------------------
+
+def check_flow_settings(iters: int, stride: int) -> None:
+    """Refuse flow settings RAFT or the warp cannot use, before anything loads."""
+    if iters < 1:
+        raise ValueError(f"flow iterations must be >= 1, got {iters}")
+    if stride not in (1, 2, 4):
+        raise ValueError(f"flow stride must be 1, 2 or 4 (it must divide the VAE's 4 frames), got {stride}")
+
+
+def noise_version(raft_model: str, raft_sha256: str, iters: int = 12, scale: float = 1.0, stride: int = 1,
+                  normalize: bool = True, relocate: bool = True) -> str:
+    """What decides the warped noise besides the frames and the seed (part of a two-pass backend's version)."""
+    return (f"raft-{raft_model}-{raft_sha256[:8]}+it{int(iters)}+fs{float(scale):g}+st{int(stride)}"
+            f"+flow.r{FLOW_REVISION}+noise.r{NOISE_REVISION}+norm{int(normalize)}+reloc{int(relocate)}")
+
 
 class WarpedNoiseSource:
     """Warped latent noise for a chunk from its (padded) pass-1 frames: RAFT flow, then `warp_noise`.
@@ -134,10 +144,7 @@ class WarpedNoiseSource:
                  scale: float = 1.0, stride: int = 1, batch: int = 8, device: torch.device | str = "cpu",
                  warp_device: torch.device | str = "cpu", cache=None, cache_flow: bool = True,
                  normalize: bool = True, relocate: bool = True, sha_cache_dir=None):
-        if iters < 1:
-            raise ValueError(f"flow iterations must be >= 1, got {iters}")
-        if stride not in (1, 2, 4):
-            raise ValueError(f"flow stride must be 1, 2 or 4 (it must divide the VAE's 4 frames), got {stride}")
+        check_flow_settings(iters, stride)
         self.raft, self.raft_sha256 = load_raft(model_dir, raft_model, device, sha_cache_dir)
         self.raft_model, self.iters, self.scale, self.stride, self.batch = raft_model, int(iters), float(scale), \
             int(stride), int(batch)
@@ -150,22 +157,21 @@ class WarpedNoiseSource:
 
     @property
     def version(self) -> str:
-        return (f"raft-{self.raft_model}-{self.raft_sha256[:8]}+it{self.iters}+fs{self.scale:g}+st{self.stride}"
-                f"+flow.r{FLOW_REVISION}+noise.r{NOISE_REVISION}+norm{int(self.normalize)}"
-                f"+reloc{int(self.relocate)}")
+        return noise_version(self.raft_model, self.raft_sha256, self.iters, self.scale, self.stride, self.normalize,
+                             self.relocate)
 
     def flow_key(self, frames: np.ndarray) -> str:
-        digest = hashlib.sha256(f"{frames.shape}|{frames.dtype}|".encode())
-        digest.update(np.ascontiguousarray(frames).data)
-        ident = {"frames": digest.hexdigest(), "raft": self.raft_model, "raft_sha256": self.raft_sha256,
-                 "iters": self.iters, "scale": self.scale, "stride": self.stride, "revision": FLOW_REVISION}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+        pixels = PixelDigest()
+        pixels.update(frames)
+        return content_key("void-pass2-flow", {
+            "frames": pixels.hexdigest(), "raft": self.raft_model, "raft_sha256": self.raft_sha256,
+            "iters": self.iters, "scale": self.scale, "stride": self.stride, "revision": FLOW_REVISION})
 
     def noise_key(self, flow_key: str, seed: int, channels: int, spatial_factor: int, temporal_factor: int) -> str:
-        ident = {"flow": flow_key, "seed": int(seed), "channels": channels, "spatial": spatial_factor,
-                 "temporal": temporal_factor, "normalize": self.normalize, "relocate": self.relocate,
-                 "revision": NOISE_REVISION}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+        return content_key("void-pass2-noise", {
+            "flow": flow_key, "seed": int(seed), "channels": channels, "spatial": spatial_factor,
+            "temporal": temporal_factor, "normalize": self.normalize, "relocate": self.relocate,
+            "revision": NOISE_REVISION})
 
     def flows(self, frames: np.ndarray, key: str | None = None) -> torch.Tensor:
         """Forward flows `(P, 2, H, W)` float32 (float16-rounded) for `frames`, from the cache if there."""
@@ -304,18 +310,7 @@ class VoidPass2Pipeline(VoidPass1Pipeline):
         guidance_scale: float = PASS2_GUIDANCE,
         mask_mode: str = "trimask",
         generator: torch.Generator | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        noise_aug_strength: float = 0.0,
-        window_size: int = WINDOW_LATENTS,
-        window_overlap: int = WINDOW_OVERLAP,
-        batch_windows: bool = False,
-        output_type: str = "np",
-        return_dict: bool = True,
-        attention_kwargs: dict[str, Any] | None = None,
-        callback_on_step_end: Callable | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers convention)
-        max_sequence_length: int = 226,
+        **pass1_kwargs,
     ) -> VoidOutput | tuple:
         r"""
         Refine the removal of what the quadmask marks from `video`, starting from `warped_noise`.
@@ -326,11 +321,14 @@ class VoidPass2Pipeline(VoidPass1Pipeline):
            denoising for chunks longer than one window works as in pass 1, since the noise spans the chunk.
 
         Args:
-            video, quadmask, prompt, prompt_embeds, negative_prompt_embeds, noise_aug_strength, window_size,
-            window_overlap, batch_windows, output_type, return_dict, attention_kwargs, callback_on_step_end,
-            callback_on_step_end_tensor_inputs, max_sequence_length:
+            video, quadmask, prompt:
                 As for [`VoidPass1Pipeline`]. `video` is the original chunk (not pass 1's output), as in the
                 reference.
+            **pass1_kwargs:
+                `prompt_embeds`, `negative_prompt_embeds`, `noise_aug_strength`, `window_size`, `window_overlap`,
+                `batch_windows`, `output_type`, `return_dict`, `attention_kwargs`, `callback_on_step_end`,
+                `callback_on_step_end_tensor_inputs`, `max_sequence_length`: as for [`VoidPass1Pipeline`], with
+                its defaults (`latents` is the warped noise).
             warped_noise (`torch.Tensor`):
                 `(1, latent_frames, 16, height/8, width/8)` (or without the batch axis), e.g. from
                 `WarpedNoiseSource.noise` on the pass-1 result.
@@ -359,11 +357,6 @@ class VoidPass2Pipeline(VoidPass1Pipeline):
             return super().__call__(
                 video, quadmask, prompt=prompt, negative_prompt=negative_prompt,
                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=generator,
-                latents=latents, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-                noise_aug_strength=noise_aug_strength, window_size=window_size, window_overlap=window_overlap,
-                batch_windows=batch_windows, output_type=output_type, return_dict=return_dict,
-                attention_kwargs=attention_kwargs, callback_on_step_end=callback_on_step_end,
-                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-                max_sequence_length=max_sequence_length)
+                latents=latents, **pass1_kwargs)
         finally:
             self._mask_mode = "trimask"

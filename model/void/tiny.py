@@ -41,47 +41,22 @@ PROMPT_CORPUS = (
 
 TEXT_DIM = 32
 TRANSFORMER_CONFIG = dict(
-    num_attention_heads=2,
-    attention_head_dim=16,  # RoPE splits it 4 (t) + 6 (h) + 6 (w)
+    num_attention_heads=2, attention_head_dim=16,  # RoPE splits the head 4 (t) + 6 (h) + 6 (w)
     in_channels=33,  # the base InP model; VOID's loader builds 48 (section 2.3 of the reference note)
-    out_channels=16,
-    time_embed_dim=32,
-    text_embed_dim=TEXT_DIM,
-    num_layers=2,
-    sample_width=4,
-    sample_height=4,
-    sample_frames=85,
-    patch_size=2,
-    patch_size_t=2,
-    temporal_compression_ratio=4,
-    max_text_seq_length=226,
-    use_rotary_positional_embeddings=True,
-    use_learned_positional_embeddings=False,
-    patch_bias=True,
+    out_channels=16, time_embed_dim=32, text_embed_dim=TEXT_DIM, num_layers=2,
+    sample_width=4, sample_height=4, sample_frames=85,
+    patch_size=2, patch_size_t=2, temporal_compression_ratio=4, max_text_seq_length=226,
+    use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False, patch_bias=True,
 )
 VAE_CONFIG = dict(
-    block_out_channels=(8, 8, 16, 16),
-    layers_per_block=1,
-    norm_num_groups=4,
-    latent_channels=16,
-    temporal_compression_ratio=4,
-    scaling_factor=0.7,
-    sample_height=32,
-    sample_width=32,
+    block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4, latent_channels=16,
+    temporal_compression_ratio=4, scaling_factor=0.7, sample_height=32, sample_width=32,
 )
 # The scheduler config the reference note expects for the base model (section 2.1).
 SCHEDULER_CONFIG = dict(
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    num_train_timesteps=1000,
-    prediction_type="v_prediction",
-    rescale_betas_zero_snr=True,
-    timestep_spacing="trailing",
-    set_alpha_to_one=True,
-    snr_shift_scale=1.0,
-    clip_sample=False,
-    steps_offset=0,
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+    prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+    set_alpha_to_one=True, snr_shift_scale=1.0, clip_sample=False, steps_offset=0,
 )
 
 
@@ -109,12 +84,10 @@ def write_tiny_model(directory: str | Path, seed: int = 0) -> Path:
         cfg = json.loads(cfg_path.read_text())
         cfg["add_noise_in_inpaint_model"] = True
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        void = CogVideoXTransformer3DModel(**{**TRANSFORMER_CONFIG, "in_channels": 48})
-        save_file({k: v.contiguous() for k, v in void.state_dict().items()}, str(root / "void_pass1.safetensors"),
-                  metadata={"format": "pt"})
-        void2 = CogVideoXTransformer3DModel(**{**TRANSFORMER_CONFIG, "in_channels": 48})
-        save_file({k: v.contiguous() for k, v in void2.state_dict().items()},
-                  str(root / "void_pass2.safetensors"), metadata={"format": "pt"})
+        for name in ("void_pass1.safetensors", "void_pass2.safetensors"):  # same shapes, other random weights
+            void = CogVideoXTransformer3DModel(**{**TRANSFORMER_CONFIG, "in_channels": 48})
+            save_file({k: v.contiguous() for k, v in void.state_dict().items()}, str(root / name),
+                      metadata={"format": "pt"})
         _write_raft_small(root / "raft")
     CogVideoXDDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(root / "scheduler")
     (root / "model_index.json").write_text(json.dumps({

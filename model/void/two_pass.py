@@ -28,10 +28,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from model.backend import RemovalRequest
-from model.void.backend import VoidBackend, mirror_indices, to_chunk_frames
+from model.backend import BackendIdentity, RemovalRequest
+from model.void.backend import VoidBackend, mirror_indices
+from model.void.files import PASS1_WEIGHTS, default_cache_dir, file_sha256, resolve_model_dir, weights_file
 from model.void.flow import raft_weights_path
-from model.void.loading import PASS1_WEIGHTS, default_cache_dir, file_sha256, resolve_model_dir
 from model.void.pass2 import (
     MASK_MODES,
     PASS2_GUIDANCE,
@@ -40,9 +40,11 @@ from model.void.pass2 import (
     PASS2_WEIGHTS,
     VoidPass2Pipeline,
     WarpedNoiseSource,
+    check_flow_settings,
     derive_seed,
     load_pass2_scheduler,
     load_transformer_weights_in_place,
+    noise_version,
 )
 from shots.plan import padded_length
 
@@ -51,6 +53,16 @@ log = logging.getLogger(__name__)
 # Bump when a code change alters pass 2's output for the same request and weights (it is part of `version`).
 PASS2_REVISION = 1
 PASS1_SHARE = 0.45  # of the progress range, for `remove_two_pass`
+
+
+def two_pass_identity(pass1: BackendIdentity, pass2_sha256: str, steps: int, guidance: float,
+                      negative_prompt: str, mask_mode: str, noise: str) -> BackendIdentity:
+    """The two-pass backend's name and version (pass 1's, then pass 2's settings and the warped noise's `noise`
+    version): the one place its version string is built."""
+    neg = hashlib.sha256(negative_prompt.encode()).hexdigest()[:8]
+    version = (f"{pass1.version}+pass2.r{PASS2_REVISION}+w{pass2_sha256[:12]}+steps{int(steps)}"
+               f"+cfg{float(guidance):g}+neg{neg}+mask-{mask_mode}+{noise}")
+    return BackendIdentity(VoidTwoPassBackend.name, version, pass2_sha256, pass1)
 
 
 class TwoPassFrames(NamedTuple):
@@ -90,17 +102,9 @@ class VoidTwoPassBackend(VoidBackend):
                  mask_mode: str = "trimask", raft_model: str = "raft_large", flow_iters: int = 12,
                  flow_scale: float = 1.0, flow_stride: int = 1, flow_batch: int = 8, noise_cache=None,
                  cache_flow: bool = True, cache_dir=None, storage_options=None, **options):
-        if mask_mode not in MASK_MODES:
-            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
-        if pass2_steps < 1:
-            raise ValueError(f"pass2_steps must be >= 1, got {pass2_steps}")
         # Everything pass 2 needs is checked before the (large) pass-1 load.
-        root = resolve_model_dir(model_dir, cache_dir, storage_options)
-        self.pass2_weights = root / PASS2_WEIGHTS
-        if not self.pass2_weights.is_file():
-            raise FileNotFoundError(f"{PASS2_WEIGHTS} not found in {root} (VOID pass 2 needs it next to "
-                                    f"{PASS1_WEIGHTS})")
-        raft_weights_path(root, raft_model)
+        root, self.pass2_weights, _ = _pass2_files(model_dir, cache_dir, storage_options, mask_mode, pass2_steps,
+                                                   raft_model, flow_iters, flow_stride)
         super().__init__(str(root), steps, guidance, negative_prompt, mode, device, dtype, cache_dir=cache_dir,
                          **options)
         self.pass1_weights = root / PASS1_WEIGHTS
@@ -128,11 +132,28 @@ class VoidTwoPassBackend(VoidBackend):
         self._active = "pass1"
         self.last_info: dict = {}  # last chunk: swap/pass/flow/warp seconds, cache hits (logs, manifests, benches)
 
-        neg = hashlib.sha256(pass2_negative_prompt.encode()).hexdigest()[:8]
-        self.version = (f"{self.pass1_version}+pass2.r{PASS2_REVISION}+w{self.pass2_sha256[:12]}"
-                        f"+steps{self.pass2_steps}+cfg{self.pass2_guidance:g}+neg{neg}+mask-{mask_mode}"
-                        f"+{self.noise_source.version}")
+        self.identity = two_pass_identity(self.identity, self.pass2_sha256, self.pass2_steps, self.pass2_guidance,
+                                          pass2_negative_prompt, mask_mode, self.noise_source.version)
+        self.version = self.identity.version
         log.info("void two-pass backend %s", self.version)
+
+    @classmethod
+    def identity_of(cls, model_dir, steps: int = 50, guidance: float = 1.0, negative_prompt: str = "",
+                    mode: str = "full", device=None, dtype=None, *, pass2_steps: int = PASS2_STEPS,
+                    pass2_guidance: float = PASS2_GUIDANCE, pass2_negative_prompt: str = PASS2_NEGATIVE_PROMPT,
+                    mask_mode: str = "trimask", raft_model: str = "raft_large", flow_iters: int = 12,
+                    flow_scale: float = 1.0, flow_stride: int = 1, flow_batch: int = 8, noise_cache=None,
+                    cache_flow: bool = True, cache_dir=None, storage_options=None, **options) -> BackendIdentity:
+        """What a backend built with these arguments reports, known without loading it: `pass1` is pass 1's
+        identity, `weights_sha256` pass 2's. Reads config files and hashes the pass-1, pass-2 and RAFT weights
+        (memoised); no model is built. flow_batch, noise_cache and cache_flow do not change the output."""
+        root, pass2_weights, raft_weights = _pass2_files(model_dir, cache_dir, storage_options, mask_mode,
+                                                         pass2_steps, raft_model, flow_iters, flow_stride)
+        pass1 = VoidBackend.identity_of(str(root), steps, guidance, negative_prompt, mode, device, dtype,
+                                        cache_dir=cache_dir, **options)
+        noise = noise_version(raft_model, file_sha256(raft_weights, cache_dir), flow_iters, flow_scale, flow_stride)
+        return two_pass_identity(pass1, file_sha256(pass2_weights, cache_dir), pass2_steps, pass2_guidance,
+                                 pass2_negative_prompt, mask_mode, noise)
 
     # --- weights --------------------------------------------------------------------------------------------
     @property
@@ -171,8 +192,7 @@ class VoidTwoPassBackend(VoidBackend):
             raise ValueError(f"pass1_frames must be uint8 {request.frames.shape} like the request's frames, got "
                              f"{getattr(pass1_frames, 'shape', None)} {getattr(pass1_frames, 'dtype', None)}")
         frames = request.frames.shape[0]
-        length = padded_length(frames)
-        index = mirror_indices(frames, length)
+        index = mirror_indices(frames, padded_length(frames))
         if progress is not None:
             progress(0.0)
         pipe = self.pipeline2
@@ -182,38 +202,13 @@ class VoidTwoPassBackend(VoidBackend):
         info["noise_latent_frames"] = int(noise.shape[1])
         if progress is not None:
             progress(0.1)
-        prompt_embeds = self.model.prompts.get(request.prompt)
-        negative = self.model.prompts.get(self.pass2_negative_prompt) if self.pass2_guidance > 1.0 else None
         generator = torch.Generator(device="cpu").manual_seed(derive_seed(request.seed, "void-pass2-sampling"))
-
-        def on_step(_pipe, i, _t, _tensors):
-            if progress is not None:
-                progress(0.1 + 0.85 * (i + 1) / self.pass2_steps)
-            return {}
-
         info["pass2_swap_s"] = self.use_weights("pass2")
         t0 = time.perf_counter()
-        try:
-            output = pipe(
-                video=request.frames[index],
-                quadmask=request.quadmask[index],
-                warped_noise=noise,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative,
-                num_inference_steps=self.pass2_steps,
-                guidance_scale=self.pass2_guidance,
-                mask_mode=self.mask_mode,
-                generator=generator,
-                noise_aug_strength=self.noise_aug,
-                batch_windows=self.batch_windows,
-                callback_on_step_end=on_step,
-                output_type="np",
-            ).frames[0]
-        finally:
-            self.model.release_device_memory()
+        result = self.run_pipeline(pipe, request, self.pass2_steps, self.pass2_guidance, self.pass2_negative_prompt,
+                                   generator, progress, (0.1, 0.85), warped_noise=noise, mask_mode=self.mask_mode)
         info["pass2_s"] = time.perf_counter() - t0
         self.last_info = info
-        result = to_chunk_frames(output, frames, request)  # as pass 1
         if progress is not None:
             progress(1.0)
         return result
@@ -232,3 +227,16 @@ class VoidTwoPassBackend(VoidBackend):
     def remove(self, request: RemovalRequest, progress: Callable[[float], None] | None = None) -> np.ndarray:
         """(T,H,W,3) uint8: the pass-2 result (the `RemovalBackend` contract); see `remove_two_pass` for both."""
         return self.remove_two_pass(request, progress).pass2
+
+
+def _pass2_files(model_dir, cache_dir, storage_options, mask_mode: str, pass2_steps: int, raft_model: str,
+                 flow_iters: int, flow_stride: int) -> tuple[Path, Path, Path]:
+    """(local model dir, pass-2 weights, RAFT weights), after refusing settings pass 2 cannot run with."""
+    if mask_mode not in MASK_MODES:
+        raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+    if pass2_steps < 1:
+        raise ValueError(f"pass2_steps must be >= 1, got {pass2_steps}")
+    check_flow_settings(flow_iters, flow_stride)
+    root = resolve_model_dir(model_dir, cache_dir, storage_options)
+    pass2 = weights_file(root, PASS2_WEIGHTS, f" (VOID pass 2 needs it next to {PASS1_WEIGHTS})")
+    return root, pass2, raft_weights_path(root, raft_model)

@@ -91,11 +91,6 @@ class AutoencoderKLVoid(AutoencoderKLCogVideoX):
         return DecoderOutput(sample=dec)
 
 
-def decoded_frame_count(latent_frames: int) -> int:
-    """Frames `AutoencoderKLVoid` decodes from `latent_frames` latents: 4T-3 (stock diffusers: 4T for even T)."""
-    return 4 * latent_frames - 3
-
-
 def _use_void_upsamplers(vae: AutoencoderKLCogVideoX) -> None:
     for block in vae.decoder.up_blocks:
         for upsampler in block.upsamplers or ():
