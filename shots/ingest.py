@@ -4,7 +4,9 @@ OTIO objects stop here. For every video clip we take what the edit shows (`visib
 dissolve's overlap is extracted), add handles clamped to the media, resolve the media (the
 reference, or `relink_dir` by file name / reel / clip name), and attach removal instructions from
 clip metadata under 'voidbatch', a marker, or a sidecar shot list. A clip that cannot be
-processed still becomes a Shot with `problem` set, so a batch reports it instead of crashing.
+processed still becomes a Shot with `problem` set, so a batch reports it instead of crashing: bad
+instructions in the edit name the edit, the clip and the key. A bad shot list or an edit that cannot
+be read as a whole (several timelines, JSON nested absurdly deep) raises, naming the file.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import opentimelineio as otio
 from shots import sidecar
 from shots.frames import FrameRange, normalize_rate, rate_str
 from shots.naming import ShotIds
-from shots.shot import Instructions, MediaRef, Shot
+from shots.shot import Instructions, MediaRef, Shot, check_instructions
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ ADAPTERS = {".otio": "otio_json", ".otioz": "otioz", ".edl": "cmx_3600", ".xml":
 MOVIE_EXTS = {".mov", ".mp4", ".mkv", ".mxf", ".avi", ".m4v", ".webm"}
 IMAGE_EXTS = {".exr", ".dpx", ".png", ".tif", ".tiff", ".jpg", ".jpeg"}
 NAMESPACE = "voidbatch"
+MAX_JSON_DEPTH = 200  # real edits nest a few dozen levels; OTIO's C++ reader segfaults near 100k
 
 
 class EditError(ValueError):
@@ -53,6 +56,8 @@ def read_edit(path: str | os.PathLike, rate=None) -> otio.schema.Timeline:
                         f"voidbatch reads {', '.join(sorted(ADAPTERS))}")
     if not path.is_file():
         raise EditError(f"{path}: edit file not found")
+    if suffix == ".otio":
+        _check_json_depth(path)
     kwargs = {}
     if suffix == ".edl":
         if rate is None:
@@ -70,10 +75,41 @@ def read_edit(path: str | os.PathLike, rate=None) -> otio.schema.Timeline:
         timelines = list(result.find_children(descended_from_type=otio.schema.Timeline))
         if not timelines:
             raise EditError(f"{path}: holds no timeline")
+        if len(timelines) > 1:  # refused rather than guessed: which cut is meant is the editor's call
+            names = ", ".join(repr(t.name) for t in timelines)
+            raise EditError(f"{path}: holds {len(timelines)} timelines ({names}); voidbatch reads one timeline "
+                            f"per file: export each timeline to its own .otio and run each")
         result = timelines[0]
     if not isinstance(result, otio.schema.Timeline):
         raise EditError(f"{path}: expected a timeline, got {type(result).__name__}")
     return result
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _check_json_depth(path: Path, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than `limit` before OpenTimelineIO parses it (its reader recurses and crashes).
+
+    Brackets inside strings do not count; the scan is a regex and a numpy cumsum, cheap next to the parse.
+    """
+    import numpy as np
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise EditError(f"{path}: cannot read: {e.strerror or e}") from None
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    if len(brackets) <= 2 * limit:
+        return
+    codes = np.frombuffer(brackets, np.uint8)
+    steps = np.full(len(codes), -1, np.int32)
+    steps[(codes == ord("[")) | (codes == ord("{"))] = 1
+    depth = int(np.cumsum(steps).max())
+    if depth > limit:
+        raise EditError(f"{path}: JSON nested deeper than {limit} levels ({depth}); not an edit voidbatch will "
+                        "hand to OpenTimelineIO (its reader crashes on such files)")
 
 
 def ingest(edit_path: str | os.PathLike, options: IngestOptions = IngestOptions()) -> list[Shot]:
@@ -109,12 +145,7 @@ def _shot_from_clip(clip, shot_id, track_name, index, edit_path, options, side, 
     visible = clip.visible_range()
     rate = normalize_rate(rate_src or visible.start_time.rate)
     cut = FrameRange.from_otio(visible, rate)
-    problems: list[str] = []
-
-    try:
-        instructions = _instructions(clip, side.get(clip.name) or side.get(shot_id), edit_path)
-    except ValueError as e:
-        instructions, problems = None, [f"bad instructions: {e}"]
+    instructions, problems = _instructions(clip, side.get(clip.name) or side.get(shot_id), edit_path)
 
     media = None
     try:
@@ -122,7 +153,8 @@ def _shot_from_clip(clip, shot_id, track_name, index, edit_path, options, side, 
     except MediaMissing as e:
         problems.append(str(e))
 
-    want = cut.extended_by(options.handles, options.handles)
+    # a zero-duration clip shows nothing: no handles either (it is skipped, see Shot.skip_reason)
+    want = cut.extended_by(options.handles, options.handles) if cut.duration else cut
     if media is not None:
         if media.media_range.rate != rate:
             problems.append(f"media {media.path} runs at {rate_str(media.media_range.rate)} fps but the edit "
@@ -161,19 +193,37 @@ def _shot_from_clip(clip, shot_id, track_name, index, edit_path, options, side, 
 
 # -- instructions ---------------------------------------------------------------------------------
 
-def _instructions(clip, side_entry: dict | None, edit_path: Path) -> Instructions | None:
-    """Merge OTIO metadata, marker notes and the sidecar (sidecar wins: it is the newer, external note)."""
+def _instructions(clip, side_entry: dict | None, edit_path: Path) -> tuple[Instructions | None, list[str]]:
+    """The clip's instructions and what is wrong with them (one line naming the edit and the clip).
+
+    OTIO metadata, then marker notes, then the sidecar entry (already checked by shots.sidecar); the
+    sidecar wins: it is the newer, external note. Invalid keys or values leave the rest in place and
+    mark the instructions invalid, so the shot is flagged and fails with the reason instead of being
+    skipped as if it carried none.
+    """
     merged: dict = {}
+    problems: list[str] = []
     origin = None
+    where = f"{edit_path}, clip {clip.name!r}"
+
+    def take(raw, where: str) -> None:
+        if not hasattr(raw, "items"):
+            problems.append(f"{where}: metadata under {NAMESPACE!r} must be a dictionary of instructions, "
+                            f"got {type(raw).__name__} {raw!r}")
+            return
+        clean, bad = check_instructions(raw, under=NAMESPACE)
+        merged.update(_resolve_paths(clean, edit_path.parent))
+        if bad:
+            problems.append(f"{where}: {'; '.join(bad)}")
+
     meta = clip.metadata.get(NAMESPACE)
     if meta is not None:
-        merged.update(_plain(meta))
+        take(_plain(meta), where)
         origin = "otio"
-        merged = _resolve_paths(merged, edit_path.parent)
     for marker in clip.markers:
         mmeta = marker.metadata.get(NAMESPACE)
         if mmeta is not None:
-            merged.update(_resolve_paths(_plain(mmeta), edit_path.parent))
+            take(_plain(mmeta), f"{where}, marker {marker.name!r}")
             origin = origin or "marker"
         elif re.match(r"^\s*void\s*:", marker.name or "", re.I):
             merged.setdefault("instruction", marker.name.split(":", 1)[1].strip())
@@ -181,27 +231,9 @@ def _instructions(clip, side_entry: dict | None, edit_path: Path) -> Instruction
     if side_entry:
         merged.update(side_entry)
         origin = "sidecar"
-    if not merged:
-        return None
-    if "bg" in merged and "prompt" not in merged:
-        merged["prompt"] = merged.pop("bg")
-    merged.pop("bg", None)
-    known = {"prompt", "instruction", "quadmask", "matte", "mask_start_frame", "points", "negative_points",
-             "boxes", "enabled"}
-    unknown = set(merged) - known
-    if unknown:
-        raise ValueError(f"unknown fields {sorted(unknown)} under '{NAMESPACE}'")
-    for k in ("points", "negative_points", "boxes"):
-        if k in merged:
-            if not isinstance(merged[k], dict):
-                raise ValueError(f"'{k}' must map frame numbers to coordinates")
-            try:
-                merged[k] = {int(f): v for f, v in merged[k].items()}
-            except (TypeError, ValueError):
-                raise ValueError(f"'{k}' keys must be frame numbers") from None
-    if merged.get("mask_start_frame") is not None:
-        merged["mask_start_frame"] = int(merged["mask_start_frame"])
-    return Instructions(origin=origin or "otio", **merged)
+    if not merged and not problems:
+        return None, []
+    return Instructions(origin=origin or "otio", invalid=bool(problems), **merged), problems
 
 
 def _plain(value):

@@ -12,18 +12,31 @@ Image sequences ('plate.####.png', 'plate.%04d.png' or one frame of them) are re
 decoders. 16-bit and float images become 8-bit RGB.
 
 Lossless intermediates are FFV1 in Matroska (RGB as bgr0, gray as gray8): bit-exact round trips,
-written under a temporary name and renamed, so a file that exists is complete.
+written through storage.atomic, so a file that exists is complete.
 
 Frame indices in this module are 0-based file frames; `MediaInfo.start_frame` maps them to source
 frame numbers (timecode or sequence numbering).
+
+Bad media fails with one MediaError line naming the file:
+- Storage that stops answering (a hung network mount, a FIFO nobody writes) cannot hang a batch:
+  opens and reads run in a daemon worker thread and are given up after VOIDBATCH_MEDIA_TIMEOUT
+  seconds (default 120, read at each call) without progress. A worker stuck in the kernel cannot be
+  cancelled; it is left behind and exits if the call ever returns.
+- Variable-frame-rate movies are refused (frames are indexed by timestamp x rate): conform them to a
+  constant rate first.
+- Of several video streams (a proxy, cover art) the plate is the largest picture that is not an
+  attached picture; probe and decoding pick the same one.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
+import queue
 import re
-import uuid
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -35,7 +48,8 @@ import numpy as np
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # honoured only if cv2 was not imported yet
 import cv2  # noqa: E402
 
-from shots.frames import frames_from_timecode, normalize_rate  # noqa: E402
+from shots.frames import frames_from_timecode, normalize_rate, rate_str  # noqa: E402
+from storage.atomic import atomic_path, write_atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +66,11 @@ _FRAME_IN_NAME = re.compile(r"^(?P<head>.*?)(?P<digits>\d+)(?P<tail>\.[^.]+)$")
 RGB = "rgb"  # (H, W, 3) uint8
 NATIVE = "native"  # gray sources stay (H, W); everything else is RGB
 SINGLE = "single"  # (H, W): luma of gray/YUV sources, first (red) channel of RGB sources
+
+TIMEOUT_ENV = "VOIDBATCH_MEDIA_TIMEOUT"
+DEFAULT_TIMEOUT = 120.0  # seconds an open or a read may wait on storage without progress
+_STALL_HINT = f"(stalled storage? {TIMEOUT_ENV} sets the limit)"
+VFR_WINDOW = 48  # packets whose timing probe checks when the container states a frame count (MP4, MOV)
 
 
 class MediaError(Exception):
@@ -79,6 +98,163 @@ class MediaInfo:
     start_frame: int  # source frame number of file frame 0 (timecode at `rate`, or first sequence number)
     timecode: str | None
     pix_fmt: str
+    stream: int = 0  # index of the video stream that is the plate (see _video_stream)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timeouts: media I/O in a worker thread, given up when it makes no progress
+
+
+def media_timeout() -> float:
+    """Seconds an open or a read may wait on storage: $VOIDBATCH_MEDIA_TIMEOUT (default 120), read at each call."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0")
+    return value
+
+
+class _Watch:
+    """What a media worker thread has got done, for the thread waiting on it."""
+
+    def __init__(self, path):
+        self.file = str(path)  # the file being opened or read now
+        self.opened = False
+        self.progress = time.monotonic()  # when the last open, packet or frame arrived
+
+
+_worker = threading.local()  # .watch: the _Watch of the current worker thread, if any
+
+
+def _opening(path) -> None:
+    watch = getattr(_worker, "watch", None)
+    if watch is not None:
+        watch.file, watch.opened = str(path), False
+
+
+def _beat(opened: bool = False) -> None:
+    watch = getattr(_worker, "watch", None)
+    if watch is not None:
+        watch.progress = time.monotonic()
+        watch.opened = watch.opened or opened
+
+
+def _stalled(watch: _Watch, timeout: float, frame: int | None = None) -> MediaError:
+    if not watch.opened:
+        return MediaError(watch.file, f"did not open within {timeout:g} s {_STALL_HINT}")
+    return MediaError(watch.file, f"stalled: no data for {timeout:g} s {_STALL_HINT}", frame)
+
+
+def _wait(watch: _Watch, ready: Callable[[float], bool], timeout: float) -> bool:
+    """Wait for ready(seconds) while the worker makes progress; False once `timeout` passed without any.
+
+    The clock starts when the wait does: a worker idle because nobody asked for its next item is not stalled.
+    """
+    began = time.monotonic()
+    while True:
+        left = max(began, watch.progress) + timeout - time.monotonic()
+        if left <= 0:
+            return False
+        if ready(left):
+            return True
+
+
+def _bounded(path, fn: Callable[[], object]):
+    """fn() in a daemon worker thread; MediaError naming the file when it stalls for the media timeout.
+
+    fn opens and closes what it uses itself, so a worker given up on owns everything it touches.
+    """
+    timeout = media_timeout()
+    watch = _Watch(path)
+    done = threading.Event()
+    outcome: list = []
+
+    def work():
+        _worker.watch = watch
+        try:
+            outcome.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append((False, e))
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"voidbatch-media {Path(str(path)).name}", daemon=True).start()
+    if not _wait(watch, done.wait, timeout) and not done.is_set():
+        raise _stalled(watch, timeout)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+_END = object()
+
+
+def _bounded_iter(path, make: Callable[[], Iterator], first_frame: int) -> Iterator:
+    """The items of make() produced by a daemon worker thread; MediaError when the next one stalls.
+
+    The worker starts on the first next() and runs at most one item ahead, so memory stays bounded;
+    closing this iterator stops it (and it closes what it opened) after its current item.
+    """
+    timeout = media_timeout()
+    watch = _Watch(path)
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work():
+        _worker.watch = watch
+        try:
+            items = make()
+            try:
+                for item in items:
+                    handoff.put((True, item))
+                    del item
+                    if stop.is_set():
+                        return
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            handoff.put((False, e))
+            return
+        handoff.put((True, _END))
+
+    threading.Thread(target=work, name=f"voidbatch-media {Path(str(path)).name}", daemon=True).start()
+    got: list = []
+
+    def ready(seconds: float) -> bool:
+        try:
+            got.append(handoff.get(timeout=seconds))
+        except queue.Empty:
+            return False
+        return True
+
+    delivered = 0
+    try:
+        while True:
+            if not _wait(watch, ready, timeout):
+                raise _stalled(watch, timeout, first_frame + delivered if watch.opened else None)
+            ok, item = got.pop()
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            box = [item]
+            del item
+            yield box.pop()  # hold no reference while the consumer has the frame
+            delivered += 1
+    finally:
+        stop.set()
+        try:  # free the slot so a worker blocked handing over an item sees `stop`
+            handoff.get_nowait()
+        except queue.Empty:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +332,9 @@ def _as_sequence(path) -> _Sequence | None:
 def _read_image(path: Path, layout: str, require_8bit: bool) -> np.ndarray:
     """One image file as uint8 in `layout`; 16-bit is rounded to 8, float clipped to 0..1 then x255."""
     if path.suffix.lower() in _CV2_EXTS:
+        _opening(path)
         a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        _beat(opened=True)
         if a is None:
             problem = "cannot read image (empty or not an image)" if path.exists() else "frame file is missing"
             raise MediaError(path, problem)
@@ -176,11 +354,14 @@ def _read_image(path: Path, layout: str, require_8bit: bool) -> np.ndarray:
 
 def _read_image_av(path: Path) -> np.ndarray:
     """EXR/DPX and other images OpenCV cannot read, via PyAV, keeping their precision."""
+    _opening(path)
     try:
         with av.open(str(path)) as container:
+            _beat(opened=True)
             frame = next(container.decode(video=0))
     except (av.FFmpegError, OSError, StopIteration) as e:
         raise MediaError(path, f"cannot decode image: {e}") from e
+    _beat()
     fmt = frame.format
     colour = [c for c in fmt.components if not c.is_alpha]
     gray = len(colour) == 1
@@ -228,14 +409,47 @@ def _iter_sequence(seq: _Sequence, numbers: list[int], start: int, count: int | 
 
 
 def _open(path):
+    """The container, with at least one video stream that is not an attached picture.
+
+    Blocks like the file system does: public functions call it in a worker (_bounded, _bounded_iter).
+    """
+    _opening(path)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as e:
         raise MediaError(path, f"cannot open: {e}") from e
-    if not container.streams.video:
+    _beat(opened=True)
+    if not _plate_candidates(container):
         container.close()
-        raise MediaError(path, "has no video stream")
+        raise MediaError(path, "has no video stream" if not container.streams.video else
+                         "has no video stream (only an attached picture)")
     return container
+
+
+def _plate_candidates(container) -> list:
+    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+
+
+def _video_stream(container, path, announce: bool = False):
+    """The plate among the video streams: not an attached picture (cover art), the largest picture,
+    the default stream on a tie, then the first. A small proxy or thumbnail beside it is ignored.
+    """
+    candidates = _plate_candidates(container)
+
+    def rank(s):
+        cc = s.codec_context
+        return ((cc.width or 0) * (cc.height or 0), bool(s.disposition & av.stream.Disposition.default), -s.index)
+
+    plate = max(candidates, key=rank)
+    if len(container.streams.video) > 1:
+        others = ", ".join(
+            f"stream {s.index} ({s.codec_context.width}x{s.codec_context.height}"
+            f"{', attached picture' if s not in candidates else ''})"
+            for s in container.streams.video if s is not plate)
+        (log.info if announce else log.debug)(
+            "%s: video stream %d (%dx%d) is the plate; ignoring %s", path, plate.index,
+            plate.codec_context.width, plate.codec_context.height, others)
+    return plate
 
 
 def _stream_rate(stream, path) -> Fraction:
@@ -253,10 +467,10 @@ def _stream_rate(stream, path) -> Fraction:
     return rate
 
 
-def _timecode(container) -> str | None:
-    """Timecode tag of the video stream, any other stream (MOV tmcd) or the container."""
-    sources = [container.streams.video[0].metadata]
-    sources += [s.metadata for s in container.streams if s is not container.streams.video[0]]
+def _timecode(container, stream) -> str | None:
+    """Timecode tag of the plate's stream, any other stream (MOV tmcd) or the container."""
+    sources = [stream.metadata]
+    sources += [s.metadata for s in container.streams if s is not stream]
     sources.append(container.metadata)
     for meta in sources:
         for key, value in meta.items():
@@ -265,9 +479,56 @@ def _timecode(container) -> str | None:
     return None
 
 
-def _count_packets(container, stream) -> int:
-    """Frame count by demuxing (no decode): containers such as MKV don't store one."""
-    return sum(1 for packet in container.demux(stream) if packet.size)
+def _conform_hint(path) -> str:
+    return (f"conform it to a constant frame rate first, e.g. ffmpeg -i {Path(str(path)).name} -fps_mode cfr "
+            "-r RATE -c:v ffv1 conformed.mkv, with the edit's RATE")
+
+
+def _scan_packets(container, stream, rate: Fraction, path, limit: int | None = None) -> int:
+    """Demux (no decode) `limit` packets (None: all) and count them; MediaError if the rate is variable.
+
+    Containers such as MKV store no frame count, so it is counted here; the same pass checks that
+    every timestamp sits on one constant-rate grid (what frame indexing by pts needs).
+    """
+    pts: list[int] = []
+    count = 0
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        count += 1
+        _beat()
+        if packet.pts is not None:
+            pts.append(packet.pts)
+        if limit is not None and count >= limit:
+            break
+    complete = limit is None or count < limit
+    _check_constant_rate(pts, stream.time_base, rate, path, complete)
+    return count
+
+
+def _check_constant_rate(pts: list[int], time_base, rate: Fraction, path, complete: bool) -> None:
+    """MediaError naming the file unless the sorted timestamps are consecutive frames at `rate`.
+
+    A truncated window (`complete` False) may lack a few reordered B-frames at its end: gaps count
+    only before its last 16 frames.
+    """
+    if len(pts) < 2 or not time_base:
+        return
+    t = np.sort(np.asarray(pts, dtype=np.float64)) * float(time_base)
+    position = (t - t[0]) * float(rate)  # in frames from the first one
+    index = np.rint(position)
+    steps = np.diff(index)
+    off_grid = np.abs(position - index) > 0.25
+    checked = len(steps) if complete else max(0, len(steps) - 16)
+    if off_grid.any() or (steps == 0).any() or (steps[:checked] > 1).any():
+        ms = np.diff(t[: checked + 1] if checked else t) * 1000
+        lo, hi = float(ms.min()), float(ms.max())
+
+        def interval(v: float) -> str:
+            return f"{v:.1f} ms ({1000 / v:.3g} fps)" if v > 0 else f"{v:.1f} ms"
+
+        raise MediaError(path, f"variable frame rate: frame intervals vary from {interval(lo)} to "
+                               f"{interval(hi)}; {_conform_hint(path)}")
 
 
 def _check_bits(fmt, path, frame=None):
@@ -345,7 +606,7 @@ def _iter_movie(path, start: int, count: int | None, size, layout: str, require_
     if count == 0:
         return
     with _open(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         rate = _stream_rate(stream, path)
         tb = stream.time_base
@@ -367,12 +628,19 @@ def _iter_movie(path, start: int, count: int | None, size, layout: str, require_
             last = None
             try:
                 for frame in container.decode(stream):
+                    _beat()
                     if frame.pts is None:
                         if last is None:
                             raise MediaError(path, "decoded frame has no timestamp; cannot index it", expected)
                         index = last + 1
                     else:
-                        index = round((frame.pts - t0) * tb * rate)
+                        position = (frame.pts - t0) * tb * rate
+                        index = round(position)
+                        if abs(position - index) > Fraction(1, 4) or (last is not None and index <= last):
+                            raise MediaError(
+                                path, f"variable frame rate: a frame at {float((frame.pts - t0) * tb):.3f} s is "
+                                f"off the {rate_str(rate)} fps grid of the frames before it; "
+                                f"{_conform_hint(path)}", index)
                     if last is None and index > start:
                         if target <= 0:
                             raise MediaError(path, f"first decodable frame is {index}; earlier ones are missing",
@@ -411,8 +679,13 @@ def _iter_movie(path, start: int, count: int | None, size, layout: str, require_
 def probe(path, sequence_rate=None) -> MediaInfo:
     """Size, exact rate and frame count, and the source frame number of file frame 0.
 
-    Image sequences carry no rate: `sequence_rate` (default 24) is used for them.
+    Image sequences carry no rate: `sequence_rate` (default 24) is used for them. Raises MediaError
+    naming the file when it is unreadable, variable-rate, or does not open within the media timeout.
     """
+    return _bounded(path, lambda: _probe(path, sequence_rate))
+
+
+def _probe(path, sequence_rate) -> MediaInfo:
     seq = _as_sequence(path)
     if seq is not None:
         numbers = seq.numbers()
@@ -424,10 +697,18 @@ def probe(path, sequence_rate=None) -> MediaInfo:
             timecode=None, pix_fmt=_describe(a),
         )
     with _open(path) as container:
-        stream = container.streams.video[0]
-        rate = _stream_rate(stream, path)
-        frames = stream.frames or _count_packets(container, stream)
-        timecode = _timecode(container)
+        stream = _video_stream(container, path, announce=True)
+        try:
+            rate = _stream_rate(stream, path)
+        except MediaError:  # an inexact rate: say so, unless the real trouble is a variable one
+            fallback = stream.guessed_rate or stream.base_rate
+            if fallback:
+                _scan_packets(container, stream, Fraction(fallback), path, VFR_WINDOW)
+            raise
+        # MKV stores no frame count: count every packet. Otherwise check the first ones' timing.
+        counted = _scan_packets(container, stream, rate, path, None if not stream.frames else VFR_WINDOW)
+        frames = stream.frames or counted
+        timecode = _timecode(container, stream)
         start_frame = 0
         if timecode:
             try:
@@ -438,7 +719,7 @@ def probe(path, sequence_rate=None) -> MediaInfo:
         return MediaInfo(
             path=str(path), kind="movie", width=stream.codec_context.width, height=stream.codec_context.height,
             rate=rate, frames=frames, start_frame=start_frame, timecode=timecode,
-            pix_fmt=fmt.name if fmt is not None else "unknown",
+            pix_fmt=fmt.name if fmt is not None else "unknown", stream=stream.index,
         )
 
 
@@ -461,7 +742,9 @@ def media_files(path, start: int = 0, count: int | None = None) -> list[Path]:
 
 def _read_native(path: Path) -> np.ndarray:
     if path.suffix.lower() in _CV2_EXTS:
+        _opening(path)
         a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        _beat(opened=True)
         if a is None:
             raise MediaError(path, "cannot read image")
         return a
@@ -501,21 +784,26 @@ def iter_frames(path, start: int = 0, count: int | None = None, size: tuple[int,
     start, count = int(start), None if count is None else int(count)
     seq = _as_sequence(path)
     if seq is not None:
-        numbers = seq.numbers()
+        numbers = _bounded(seq.pattern, seq.numbers)
         if count is not None and start + count > len(numbers):
             first_missing = max(start, len(numbers))
             raise MediaError(seq.pattern, f"has {len(numbers)} frames; asked for file frames "
                              f"{start}..{start + count - 1}", first_missing)
-        return _iter_sequence(seq, numbers, start, count, size, layout, require_8bit)
+        return _bounded_iter(seq.pattern, lambda: _iter_sequence(seq, numbers, start, count, size, layout,
+                                                                 require_8bit), start)
     if not Path(path).exists():
         raise MediaError(path, "no such file")
     if count is not None:
-        with _open(path) as container:  # fail now when the header already says it is too short
-            stated = container.streams.video[0].frames
+        stated = _bounded(path, lambda: _stated_frames(path))  # fail now when the header says it is too short
         if stated and start + count > stated:
             raise MediaError(path, f"has {stated} frames; asked for frames {start}..{start + count - 1}",
                              max(start, stated))
-    return _iter_movie(path, start, count, size, layout, require_8bit)
+    return _bounded_iter(path, lambda: _iter_movie(path, start, count, size, layout, require_8bit), start)
+
+
+def _stated_frames(path) -> int:
+    with _open(path) as container:
+        return _video_stream(container, path).frames
 
 
 def read_frames(path, start: int, count: int, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
@@ -544,44 +832,38 @@ def _check_frame(path, index: int, a: np.ndarray, shape) -> None:
 def write_video_lossless(path, frames: Iterable[np.ndarray], rate, *, timecode: str | None = None) -> int:
     """FFV1 .mkv: RGB (H, W, 3) as bgr0, gray (H, W) as gray8; bit-exact. Returns the frame count.
 
-    Written under a hidden temporary name beside `path` and renamed when complete, so a reader
-    never sees a partial file; on any error the temporary file is removed.
+    Written through storage.atomic.atomic_path: a reader never sees an unfinished file, and on any
+    error nothing is left behind (an existing file at `path` is untouched).
     """
     path = Path(path)
     if path.suffix.lower() != ".mkv":
         raise MediaError(path, "lossless intermediates are FFV1 in Matroska; the name must end in .mkv")
     rate = normalize_rate(rate)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     count = 0
-    try:
-        with av.open(str(tmp), "w", format="matroska") as out:
-            stream, shape, fmt = None, None, None
-            for a in frames:
-                a = np.asarray(a)
-                _check_frame(path, count, a, shape)
-                if stream is None:
-                    shape = a.shape
-                    fmt = "gray" if a.ndim == 2 else "rgb24"
-                    stream = out.add_stream("ffv1", rate=rate)
-                    stream.width, stream.height = a.shape[1], a.shape[0]
-                    stream.pix_fmt = "gray" if a.ndim == 2 else "bgr0"
-                    stream.codec_context.gop_size = 1  # every frame a keyframe: cheap exact seeks
-                    stream.codec_context.thread_count = 0
-                    stream.options = {"level": "3", "slicecrc": "1"}
-                    if timecode:
-                        stream.metadata["timecode"] = timecode
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format=fmt)
-                frame.pts = count
-                frame.time_base = 1 / rate
-                out.mux(stream.encode(frame))
-                count += 1
+    with atomic_path(path, suffix=".mkv") as tmp, av.open(str(tmp), "w", format="matroska") as out:
+        stream, shape, fmt = None, None, None
+        for a in frames:
+            a = np.asarray(a)
+            _check_frame(path, count, a, shape)
             if stream is None:
-                raise MediaError(path, "no frames to write")
-            out.mux(stream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                shape = a.shape
+                fmt = "gray" if a.ndim == 2 else "rgb24"
+                stream = out.add_stream("ffv1", rate=rate)
+                stream.width, stream.height = a.shape[1], a.shape[0]
+                stream.pix_fmt = "gray" if a.ndim == 2 else "bgr0"
+                stream.codec_context.gop_size = 1  # every frame a keyframe: cheap exact seeks
+                stream.codec_context.thread_count = 0
+                stream.options = {"level": "3", "slicecrc": "1"}
+                if timecode:
+                    stream.metadata["timecode"] = timecode
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format=fmt)
+            frame.pts = count
+            frame.time_base = 1 / rate
+            out.mux(stream.encode(frame))
+            count += 1
+        if stream is None:
+            raise MediaError(path, "no frames to write")
+        out.mux(stream.encode(None))
     return count
 
 
@@ -600,16 +882,6 @@ def write_png_sequence(pattern, frames: Iterable[np.ndarray], first_frame: int =
         ok, data = cv2.imencode(".png", a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
         if not ok:
             raise MediaError(target, "PNG encoding failed")
-        _write_atomic(target, data.tobytes())
+        write_atomic(target, data.tobytes())
         count += 1
     return count
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -39,3 +39,117 @@ def make_movie(path: Path, frames: int, rate: Fraction | int = 24, size: tuple[i
     cmd.append(str(path))
     subprocess.run(cmd, check=True)
     return path
+
+
+@pytest.fixture
+def stalled_path(tmp_path):
+    """Factory: a FIFO nobody writes to, standing in for a file on a stalled network mount.
+
+    Opening it for reading blocks until a writer appears. At teardown a writer opens and closes
+    each one, so a reader still blocked in open() returns (it then reads end-of-file).
+    """
+    import os
+
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(path)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader is waiting on it
+            continue
+        os.close(fd)
+
+
+@pytest.fixture
+def short_media_timeout(monkeypatch) -> float:
+    """VOIDBATCH_MEDIA_TIMEOUT of 2 s, so a stalled open or read fails fast."""
+    monkeypatch.setenv("VOIDBATCH_MEDIA_TIMEOUT", "2")
+    return 2.0
+
+
+# --- VOID on a tiny random-weight model (tests/test_void_*.py) -----------------------------------------------
+
+VOID_H = VOID_W = 32  # the tiny model: multiples of 16 (VAE x8, patch 2); the real model runs at 384x672
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny model's ops are too small to gain from threads; on a shared 2-core runner, spinning OpenMP
+    threads made these modules several times slower. One thread, restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def void_tiny_dir(tmp_path_factory):
+    """A tiny VOID model directory (model.void.tiny), written once per session; tests must not change it."""
+    from model.void.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("void_tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def void_cache_dir(tmp_path_factory):
+    """Model copies, weight hashes, prompt embeddings and pass-2 noise of the tiny VOID model."""
+    return tmp_path_factory.mktemp("void_cache")
+
+
+def void_clip(frames: int, seed: int = 0, h: int = VOID_H, w: int = VOID_W):
+    """Random frames and a quadmask with all four levels: remove, overlap, affected (a shadow), keep."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    video = rng.integers(0, 256, (frames, h, w, 3), dtype=np.uint8)
+    mask = np.full((frames, h, w), 255, np.uint8)
+    mask[:, 8:20, 8:20] = 0  # remove
+    mask[:, 6:8, 8:20] = 63  # overlap
+    mask[:, 20:26, 4:24] = 127  # affected
+    return video, mask
+
+
+@pytest.fixture
+def void_loads_nothing(monkeypatch):
+    """Every way a VOID model or RAFT gets loaded raises: for code that must answer from config files and hashes."""
+    import diffusers
+    import transformers
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a model was loaded")
+
+    for target in ("model.void.backend.load_void_pass1", "model.void.loading.load_transformer",
+                   "model.void.loading.load_vae", "model.void.prompts.load_text_encoder", "model.void.pass2.load_raft",
+                   "model.void.flow.load_raft", "torch.load"):
+        monkeypatch.setattr(target, refuse)
+    for cls in (diffusers.CogVideoXTransformer3DModel, diffusers.AutoencoderKLCogVideoX, transformers.T5EncoderModel):
+        monkeypatch.setattr(cls, "from_pretrained", refuse)
+    for cls in (diffusers.CogVideoXTransformer3DModel, diffusers.AutoencoderKLCogVideoX):
+        monkeypatch.setattr(cls, "from_config", refuse)
+
+
+def mount_namespace(*mounts: str) -> list[str]:
+    """A command prefix that runs a command in a private mount namespace after `mounts` (shell commands).
+
+    How tests get a full or read-only filesystem of their own (a 2 MB tmpfs, say) without touching the
+    machine's: the mounts vanish with the command. Skips the test where namespaces are not allowed.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    unshare = shutil.which("unshare")
+    flags = ["-m"] if os.geteuid() == 0 else ["-r", "-m"]
+    if unshare is None or subprocess.run([unshare, *flags, "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a private mount namespace here (unshare)")
+    return [unshare, *flags, "sh", "-c", " && ".join([*mounts, 'exec "$@"']), "sh"]

@@ -11,6 +11,7 @@ import pytest
 
 from shots.frames import frames_from_timecode
 from shots.ingest import EditError, IngestOptions, ingest
+from shots.sidecar import SidecarError
 from tests.conftest import ROOT, make_movie, shared
 
 SCREENING_CLIPS = ["ZZ100_501", "ZZ100_502A", "ZZ100_503A", "ZZ100_504C", "ZZ100_504B", "ZZ100_507C",
@@ -219,3 +220,177 @@ def test_plan_cli_json(screening_media):
     assert s["chunks"] == [{"start": 0, "end": 145, "padded_to": 149}, {"start": 128, "end": 273, "padded_to": 149}]
     bad = subprocess.run([sys.executable, "-m", "flows.cli", "plan", "nope.edl"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "nope.edl" in bad.stderr
+
+
+# -- bad input: one clear line naming the edit or shot list, the clip and what is wrong ----------
+
+RT, TR = otio.opentime.RationalTime, otio.opentime.TimeRange
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory):
+    """48 frames at 24 fps, no timecode: file frame n is source frame n."""
+    return make_movie(tmp_path_factory.mktemp("plate") / "plate.mov", frames=48, rate=24)
+
+
+def write_edit(path: Path, clips) -> Path:
+    """An .otio with one V1 clip per (name, start, duration, voidbatch metadata or None, media path)."""
+    tl = otio.schema.Timeline("cut")
+    track = otio.schema.Track("V1")
+    tl.tracks.append(track)
+    for name, start, duration, meta, media in clips:
+        ref = otio.schema.ExternalReference(target_url=str(media), available_range=TR(RT(0, 24), RT(48, 24)))
+        clip = otio.schema.Clip(name=name, media_reference=ref, source_range=TR(RT(start, 24), RT(duration, 24)))
+        if meta is not None:
+            clip.metadata["voidbatch"] = meta
+        track.append(clip)
+    otio.adapters.write_to_file(tl, str(path))
+    return path
+
+
+def round_trips(shot) -> bool:
+    from shots.shot import Shot
+
+    return Shot.from_dict(json.loads(json.dumps(shot.to_dict()))) == shot
+
+
+def test_typo_in_otio_instructions_fails_the_shot(tmp_path, plate):
+    edit = write_edit(tmp_path / "cut.otio", [
+        ("sh010", 8, 16, {"prompt": "an empty street", "qaudmask": "m.mkv"}, plate),
+        ("sh020", 8, 16, {"qaudmask": "m.mkv"}, plate),
+        ("sh030", 8, 16, {"prompt": "x", "mask_start_frame": "ten", "enabled": "maybe", "quadmask": 5}, plate),
+        ("sh040", 8, 16, {"prompt": "an empty room"}, plate),
+    ])
+    typo, only_typo, bad_values, good = ingest(edit)
+    # flagged (the editor asked for a removal) and failing with the reason, never silently skipped
+    assert typo.flagged and typo.skip_reason is None
+    assert typo.problem == (f"{edit}, clip 'sh010': unknown key 'qaudmask' under 'voidbatch' "
+                            "(did you mean 'quadmask'?)")
+    assert typo.instructions.prompt == "an empty street"  # what could be read is kept, for the report
+    assert only_typo.flagged and "unknown key 'qaudmask'" in only_typo.problem
+    assert bad_values.flagged and bad_values.problem.startswith(f"{edit}, clip 'sh030': ")
+    for part in ("'mask_start_frame'", "'ten'", "'enabled'", "'maybe'", "'quadmask'", "5"):
+        assert part in bad_values.problem, part
+    assert good.flagged and good.problem is None
+    assert all(round_trips(s) for s in (typo, only_typo, bad_values, good))
+
+
+def test_typo_in_sidecar_names_file_clip_and_key(tmp_path, plate):
+    edit = write_edit(tmp_path / "cut.otio", [("sh010", 8, 16, None, plate)])
+    side = tmp_path / "shots.json"
+    side.write_text(json.dumps({"sh010": {"prompt": "x", "qaudmask": "m.mkv"}}))
+    with pytest.raises(SidecarError) as e:
+        ingest(edit, IngestOptions(sidecar=str(side)))
+    assert str(e.value) == f"{side}, clip 'sh010': unknown key 'qaudmask' (did you mean 'quadmask'?)"
+    side = tmp_path / "shots.csv"
+    side.write_text("clip_name,prompt,qaudmask\nsh010,x,m.mkv\n")
+    with pytest.raises(SidecarError) as e:
+        ingest(edit, IngestOptions(sidecar=str(side)))
+    assert str(e.value) == f"{side}: unknown column 'qaudmask' (did you mean 'quadmask'?)"
+
+
+BAD_COORDINATES = [
+    ("points", {"10": [["a", "b"]]}, "frame 10"),
+    ("points", "1,2", "'1,2'"),
+    ("negative_points", {"x": [[1, 2]]}, "'x'"),
+    ("points", {"4": [[1, 2, 3]]}, "frame 4"),
+    ("boxes", {"3": [0, 0, 5]}, "frame 3"),
+    ("boxes", {"3": [5, 5, 1, 1]}, "frame 3"),
+    ("boxes", [[0, 0, 5, 5]], "frame numbers"),
+]
+
+
+@pytest.mark.parametrize("field,value,detail", BAD_COORDINATES)
+def test_bad_coordinates_in_sidecar(tmp_path, plate, field, value, detail):
+    edit = write_edit(tmp_path / "cut.otio", [("sh010", 8, 16, None, plate)])
+    side = tmp_path / "shots.json"
+    side.write_text(json.dumps({"shots": {"sh010": {"prompt": "x", field: value}}}))
+    with pytest.raises(SidecarError) as e:
+        ingest(edit, IngestOptions(sidecar=str(side)))
+    msg = str(e.value)
+    assert msg.startswith(f"{side}, clip 'sh010': '{field}'") and detail in msg, msg
+
+
+@pytest.mark.parametrize("field,value,detail", BAD_COORDINATES)
+def test_bad_coordinates_in_otio_metadata(tmp_path, plate, field, value, detail):
+    edit = write_edit(tmp_path / "cut.otio", [("sh010", 8, 16, {"prompt": "x", field: value}, plate)])
+    shot, = ingest(edit)
+    assert shot.flagged and shot.problem.startswith(f"{edit}, clip 'sh010': '{field}'"), shot.problem
+    assert detail in shot.problem
+    assert round_trips(shot)
+
+
+def test_good_coordinates_pass(tmp_path, plate):
+    meta = {"prompt": "x", "points": {"10": [[1, 2.5]], "11": [3, 4]}, "negative_points": {"12": []},
+            "boxes": {"13": [0, 0, 5, 5]}, "mask_start_frame": 2, "enabled": True}
+    side = tmp_path / "shots.csv"
+    side.write_text('clip_name,points,enabled,mask_start_frame\nsh020,"{""10"": [[1, 2]]}",yes,3\n')
+    a, b = ingest(write_edit(tmp_path / "cut.otio", [("sh010", 8, 16, meta, plate), ("sh020", 8, 16, None, plate)]),
+                  IngestOptions(sidecar=str(side)))
+    assert a.problem is None and a.flagged
+    assert (a.instructions.points, a.instructions.boxes) == ({10: [[1, 2.5]], 11: [3, 4]}, {13: [0, 0, 5, 5]})
+    assert b.problem is None and b.flagged and b.instructions.points == {10: [[1, 2]]}
+    assert b.instructions.mask_start_frame == 3 and b.instructions.enabled is True
+
+
+def test_skip_reasons(tmp_path, plate):
+    edit = write_edit(tmp_path / "cut.otio", [
+        ("none", 8, 16, None, plate),
+        ("off", 8, 16, {"prompt": "x", "enabled": False}, plate),
+        ("zero", 20, 0, {"prompt": "x"}, plate),
+        ("go", 8, 16, {"prompt": "x"}, plate),
+    ])
+    none, off, zero, go = ingest(edit)
+    assert (none.skip_reason, none.flagged) == ("no removal instructions", False)
+    assert (off.skip_reason, off.flagged) == ("instructions disabled (enabled: false)", False)
+    assert (zero.skip_reason, zero.flagged) == ("zero-duration clip in the edit", False)
+    assert zero.frames == 0 and zero.handles == (0, 0)  # no 16 frames of handles to extract
+    assert (go.skip_reason, go.flagged, go.problem) == (None, True, None)
+    for s in (none, off, zero, go):
+        assert s.to_dict()["skip_reason"] == s.skip_reason and round_trips(s)
+
+
+def test_otio_with_several_timelines_is_refused(tmp_path, plate):
+    reels = [otio.adapters.read_from_file(str(write_edit(tmp_path / f"{n}.otio", [(n, 8, 16, None, plate)])))
+             for n in ("reel1", "reel2")]
+    reels[0].name, reels[1].name = "Reel 1", "Reel 2"
+    path = tmp_path / "reels.otio"
+    otio.adapters.write_to_file(otio.schema.SerializableCollection(name="reels", children=reels), str(path))
+    with pytest.raises(EditError) as e:
+        ingest(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "2 timelines" in msg and "'Reel 1'" in msg and "'Reel 2'" in msg
+    assert "one timeline per file" in msg
+    # a collection of exactly one timeline is that timeline
+    otio.adapters.write_to_file(otio.schema.SerializableCollection(name="one", children=[reels[0].deepcopy()]),
+                                str(path))
+    assert [s.clip_name for s in ingest(path)] == ["reel1"]
+
+
+def test_deeply_nested_otio_is_refused_before_otio_reads_it(tmp_path, monkeypatch):
+    deep = tmp_path / "deep.otio"
+    n = 100_000
+    deep.write_text('{"OTIO_SCHEMA": "Timeline.1", "metadata": ' + '{"a": ' * n + "1" + "}" * n + "}")
+    handed = []
+    monkeypatch.setattr(otio.adapters, "read_from_file", lambda *a, **k: handed.append(a))  # would segfault
+    with pytest.raises(EditError, match=r"deep\.otio: JSON nested deeper than 200 levels"):
+        ingest(deep)
+    assert not handed
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path, plate):
+    name = "[{" * 300 + '\\"' + "}]" * 5
+    edit = write_edit(tmp_path / "cut.otio", [(name, 8, 16, {"prompt": "{[" * 300}, plate)])
+    shot, = ingest(edit)
+    assert shot.clip_name == name and shot.problem is None
+
+
+@pytest.mark.timeout(120)  # before the fix this hung forever
+def test_media_that_never_opens_fails_that_shot_alone(tmp_path, plate, stalled_path, short_media_timeout):
+    stalled = stalled_path("stalled.mov")
+    edit = write_edit(tmp_path / "cut.otio", [("sh010", 8, 16, {"prompt": "x"}, stalled),
+                                             ("sh020", 8, 16, {"prompt": "x"}, plate)])
+    bad, good = ingest(edit)
+    assert bad.flagged and bad.problem == f"unreadable media: {stalled}: did not open within 2 s " \
+                                          "(stalled storage? VOIDBATCH_MEDIA_TIMEOUT sets the limit)"
+    assert good.problem is None and good.media.path == str(plate)

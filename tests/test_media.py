@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
+import threading
 import weakref
 from fractions import Fraction
 from pathlib import Path
@@ -366,3 +369,140 @@ def test_void_sample(sample):
             assert np.array_equal(next(masks), r), n  # quantizing changes nothing
         n += 1
     assert n == info.frames
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one clear line naming the file and what is wrong
+
+
+STALL_MSG = "did not open within 2 s (stalled storage? VOIDBATCH_MEDIA_TIMEOUT sets the limit)"
+
+
+@pytest.mark.timeout(120)  # before the timeout existed these hung forever
+def test_movie_that_never_opens_times_out(stalled_path, short_media_timeout):
+    movie = stalled_path("plate.mov")  # a FIFO: open() blocks like a file on a hung mount
+    with pytest.raises(MediaError) as e:
+        probe(movie)
+    assert str(e.value) == f"{movie}: {STALL_MSG}"
+    with pytest.raises(MediaError, match=re.escape(f"{movie}: {STALL_MSG}")):
+        list(media.iter_frames(movie))
+
+
+@pytest.mark.timeout(120)
+def test_image_that_never_opens_times_out(tmp_path, stalled_path, short_media_timeout):
+    frame = stalled_path("seq/plate.0001.png")  # cv2.imread blocks on it
+    write_png_sequence(tmp_path / "seq" / "plate.####.png", [coded_frame(1)], first_frame=2)
+    with pytest.raises(MediaError) as e:
+        probe(tmp_path / "seq" / "plate.####.png")
+    assert str(e.value) == f"{frame}: {STALL_MSG}"
+
+
+@pytest.mark.timeout(120)
+def test_read_that_stalls_times_out(movies, monkeypatch, short_media_timeout):
+    """A container that opened and then stops delivering (storage went away mid-read)."""
+    release = threading.Event()
+    real_seek = media._seek
+
+    def stalled_seek(container, stream, pts):
+        release.wait()  # the demuxer waits on storage that does not answer
+        real_seek(container, stream, pts)
+
+    monkeypatch.setattr(media, "_seek", stalled_seek)
+    path = movies["mp4_24"]
+    try:
+        with pytest.raises(MediaError) as e:
+            list(read_frames(path, 50, 6))
+    finally:
+        release.set()
+    assert str(e.value) == (f"{path}, frame 50: stalled: no data for 2 s "
+                            "(stalled storage? VOIDBATCH_MEDIA_TIMEOUT sets the limit)")
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1"])
+def test_bad_media_timeout_setting_is_named(movies, monkeypatch, value):
+    monkeypatch.setenv("VOIDBATCH_MEDIA_TIMEOUT", value)
+    with pytest.raises(ValueError, match=f"VOIDBATCH_MEDIA_TIMEOUT={value!r}"):
+        probe(movies["mp4_24"])
+
+
+@pytest.fixture(scope="module")
+def vfr_movies(tmp_path_factory):
+    """24 frames at 24 fps then 30 frames at 30 fps, stream-copied into one file: really variable rate."""
+    d = tmp_path_factory.mktemp("vfr")
+    a, b = encode(d / "a.mkv", "24", n=24), encode(d / "b.mkv", "30", n=30)
+    (d / "list.txt").write_text(f"file '{a}'\nfile '{b}'\n")
+    out = {}
+    for ext, extra in [("mkv", []), ("mp4", ["-timecode", "01:00:00:00"])]:
+        out[ext] = d / f"vfr.{ext}"
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
+                        "-i", str(d / "list.txt"), "-c", "copy", "-fps_mode", "passthrough", *extra, str(out[ext])],
+                       check=True)
+    return out
+
+
+@pytest.mark.parametrize("ext", ["mkv", "mp4"])
+def test_variable_frame_rate_is_named(vfr_movies, ext):
+    path = vfr_movies[ext]
+    with pytest.raises(MediaError) as e:
+        probe(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: variable frame rate: frame intervals vary from "), msg
+    assert "conform it to a constant frame rate first" in msg and "-fps_mode cfr" in msg
+    with pytest.raises(MediaError, match=f"{re.escape(str(path))}, frame .*: variable frame rate"):
+        list(read_frames(path, 0, 40))
+
+
+@pytest.fixture(scope="module")
+def two_stream_movies(movies, tmp_path_factory):
+    """The 320x192 plate as the SECOND video stream, a 160x96 proxy first (mp4 also: a bigger cover picture)."""
+    d = tmp_path_factory.mktemp("two_streams")
+    proxy = d / "proxy.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+                    "-i", f"testsrc2=size={W // 2}x{H // 2}:rate=24", "-frames:v", str(N), "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", str(proxy)], check=True)
+    cover = d / "cover.png"
+    cv2.imwrite(str(cover), np.full((H * 2, W * 2, 3), 200, np.uint8))
+    out = {}
+    for ext in ("mp4", "mkv"):
+        out[ext] = d / f"two.{ext}"
+        cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(proxy), "-i", str(movies["mp4_24"])]
+        if ext == "mp4":
+            cmd += ["-i", str(cover), "-map", "0", "-map", "1", "-map", "2", "-c:v:0", "copy", "-c:v:1", "copy",
+                    "-c:v:2", "png", "-disposition:v:2", "attached_pic"]
+        else:
+            cmd += ["-map", "0", "-map", "1", "-c", "copy"]
+        subprocess.run([*cmd, str(out[ext])], check=True)
+    return out
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_two_video_streams_the_plate_is_the_largest(two_stream_movies, sequential, ext, caplog):
+    path = two_stream_movies[ext]
+    with av.open(str(path)) as c:  # the file really is proxy first, plate second
+        assert [(s.codec_context.width, s.codec_context.height) for s in c.streams.video][:2] == \
+            [(W // 2, H // 2), (W, H)]
+    with caplog.at_level(logging.INFO, logger="shots.media"):
+        info = probe(path)
+    assert (info.width, info.height, info.frames, info.rate, info.stream) == (W, H, N, Fraction(24), 1)
+    assert f"{path.name}: video stream 1 ({W}x{H}) is the plate" in caplog.text
+    got = list(read_frames(path, 40, 5))
+    assert [frame_index(f) for f in got] == list(range(40, 45))
+    assert all(np.array_equal(f, sequential["mp4_24"][40 + i]) for i, f in enumerate(got))
+
+
+def test_media_writes_land_through_storage_atomic(tmp_path, monkeypatch):
+    from storage import atomic
+
+    landed = []
+    real_land = atomic.land
+
+    def spy(tmp, path, exclusive=False):
+        landed.append((Path(tmp).name, Path(path).name))
+        return real_land(tmp, path, exclusive)
+
+    monkeypatch.setattr(atomic, "land", spy)
+    write_video_lossless(tmp_path / "inter.mkv", [np.zeros((8, 8, 3), np.uint8)], 24)
+    write_png_sequence(tmp_path / "p.####.png", [np.zeros((8, 8), np.uint8)] * 2)
+    assert [final for _, final in landed] == ["inter.mkv", "p.1001.png", "p.1002.png"]
+    assert all(tmp.startswith(".") and atomic.is_partial(tmp) for tmp, _ in landed)
+    assert sorted(os.listdir(tmp_path)) == ["inter.mkv", "p.1001.png", "p.1002.png"]

@@ -157,3 +157,11 @@ def test_non_8bit_masks_rejected(tmp_path):
         out.mux(stream.encode(None))
     with pytest.raises(MediaError, match=r"mask10\.mkv.*gray10le.*8-bit|mask10\.mkv.*8-bit.*gray10le"):
         list(read_mask_frames(ten))
+
+
+@pytest.mark.timeout(120)  # before the media timeout existed this hung forever
+def test_mask_that_never_opens_times_out(stalled_path, short_media_timeout):
+    mask = stalled_path("quadmask.mkv")  # a FIFO: open() blocks like a file on a hung mount
+    with pytest.raises(MediaError) as e:
+        read_mask_frames(mask, 0, 4)
+    assert str(e.value) == f"{mask}: did not open within 2 s (stalled storage? VOIDBATCH_MEDIA_TIMEOUT sets the limit)"
