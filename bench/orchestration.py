@@ -243,46 +243,38 @@ def write_tiny_edit(folder: Path, shots: int, media_files: int = 4, clip_frames:
     return edit
 
 
-def run_without_prefect(edit: Path, out: Path, options) -> int:
+def run_without_prefect(edit: Path, spec) -> int:
     """What `process_shot` does, shot after shot, calling the tasks' functions (`.fn`) without Prefect."""
     from prefect.logging import disable_run_logger
 
-    from model.select import load_backend
     from shots import ingest
-    from storage import rows as manifest_rows
+    from tasks import removal as removal_tasks
     from tasks import shot as shot_tasks
+    from tasks.outcome import ShotOutcome, utcnow
 
-    backend = load_backend(*options.backend_args())
-    run_id, done = "plain", 0
+    store = spec.store()
+    done = 0
     with disable_run_logger():
-        for shot in ingest.ingest(str(edit), options.ingest_options()):
-            started = manifest_rows.utcnow()
-            prepared = shot_tasks.prepare_shot.fn(shot, str(out), options.model_hw)
-            results = [shot_tasks.remove_chunk.fn(c, shot.shot_id, prepared.work_key, shot.instructions.prompt or "",
-                                                  options.backend_args(), str(out), options.seed, shot.rate)
-                       for c in prepared.chunks]
-            chunk_rows = [row for c, r in zip(prepared.chunks, results)
-                          for row in manifest_rows.chunk_rows(run_id, 1, shot.shot_id, c, r, backend, _store(out))]
-            deliverable, key, _ = shot_tasks.conform_shot.fn(prepared, results, str(out), options.format)
-            row = manifest_rows.shot_row(run_id, 1, shot, str(edit), "done", prepared=prepared,
-                                         deliverable=deliverable, backend=backend, store=_store(out),
-                                         started_at=started, content_key=key)
-            shot_tasks.record_shot.fn(str(out), row, chunk_rows)
+        for shot in ingest.ingest(str(edit), spec.ingest.options()):
+            started = utcnow()
+            prepared = shot_tasks.prepare_shot.fn(shot, store, spec)
+            results = tuple(removal_tasks.remove_chunk.fn(c, shot.shot_id, prepared.work_key,
+                                                          shot.instructions.prompt or "", spec.backend, store,
+                                                          spec.seed, shot.rate) for c in prepared.chunks)
+            deliverable, key, _ = shot_tasks.conform_shot.fn(prepared, list(results), store, spec)
+            outcome = ShotOutcome("plain", 1, shot, str(edit), "done", prepared=prepared, deliverable=deliverable,
+                                  backend=removal_tasks.backend_identity(spec.backend), chunks=results,
+                                  content_key=key, started_at=started)
+            shot_tasks.record_outcome.fn(store, outcome)
             done += 1
     return done
-
-
-def _store(out: Path):
-    from storage.store import ArtifactStore
-
-    return ArtifactStore(str(out))
 
 
 def bench_fanout(work: Path, api: str, shots: int, fixed: bool = False) -> dict:
     from flows.process_edit import process_edit
     from storage import manifest
     from storage.store import ArtifactStore
-    from tasks.options import RunOptions
+    from tasks.spec import BackendSpec, IngestSpec, RunSpec
 
     t0 = time.perf_counter()
     edit = work / "tiny_edit" / "tiny.otio"
@@ -290,14 +282,16 @@ def bench_fanout(work: Path, api: str, shots: int, fixed: bool = False) -> dict:
         edit = write_tiny_edit(work / "tiny_edit", shots)
     made = time.perf_counter() - t0
     tag = "_fixed" if fixed else ""
-    options = RunOptions(out=str(work / f"tiny_plain{tag}"), backend="classical", model_size="64x112", handles=0)
+    def spec(out: Path) -> RunSpec:
+        return RunSpec(out=str(out), backend=BackendSpec(name="classical", model_size="64x112"),
+                       ingest=IngestSpec(handles=0))
+
     with Sampler() as plain:
-        plain_shots = run_without_prefect(edit, work / f"tiny_plain{tag}", options)
+        plain_shots = run_without_prefect(edit, spec(work / f"tiny_plain{tag}"))
     since = datetime.now(timezone.utc)
     out = work / f"tiny_prefect{tag}"
     with subflow_heartbeats_off(fixed), Sampler() as orchestrated:
-        state = process_edit(edit=str(edit), out=str(out), backend="classical", model_size="64x112", handles=0,
-                             return_state=True)
+        state = process_edit(str(edit), spec(out), return_state=True)
     rows = manifest.read_shots(ArtifactStore(str(out)))
     flow_runs, task_runs, lag = _settle(api, since)
     statuses = {}

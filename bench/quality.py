@@ -179,7 +179,8 @@ def seam_ratio(frames: int, seed: int, grain: float) -> float:
         store = ArtifactStore(str(tmp / "out"))
         prepared = prepare_shot(shot, store)
         backend = get_backend("classical")
-        outs = {c.chunk.index: remove_chunk(c, backend, store, prepared.work_key, shot.shot_id).output_key
+        outs = {c.chunk.index: remove_chunk(c, backend.identity, lambda: backend, store, prepared.work_key,
+                                            shot.shot_id).output_key
                 for c in prepared.chunks}
         d = conform_shot(prepared, outs, store)
         out = np.stack(list(read_frames(f"{store.path(d.output_key)}/seams_void_v001.####.png", 0, frames)))

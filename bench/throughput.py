@@ -87,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--format", default="png", choices=deliver.FORMATS)
+    ap.add_argument("--qc-every", type=int, default=10, help="QC reads back the first, last and every Nth frame")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -106,10 +107,11 @@ def main() -> None:
         t0 = time.perf_counter()
         prepared = extract.prepare_shot(shot, store)
         t1 = time.perf_counter()
-        results = [removal.remove_chunk(c, backend, store, prepared.work_key, shot.shot_id, rate=24)
-                   for c in prepared.chunks]
+        results = [removal.remove_chunk(c, backend.identity, lambda: backend, store, prepared.work_key, shot.shot_id,
+                                        rate=24) for c in prepared.chunks]
         t2 = time.perf_counter()
-        conform.conform_shot(prepared, {r.chunk_index: r.output_key for r in results}, store, args.format)
+        conform.conform_shot(prepared, {r.chunk_index: r.output_key for r in results}, store, args.format,
+                             qc_every=args.qc_every)
         t3 = time.perf_counter()
 
     wall = t3 - t0
@@ -121,7 +123,6 @@ def main() -> None:
     print(f"{'share of wall time':<22}{'seconds':>9}{'share':>8}")
     for name, s in [*TIMES.items(), ("composite+other", other)]:
         print(f"{name:<22}{s:>9.1f}{100 * s / wall:>7.1f}%")
-    np.seterr(all="ignore")
 
 
 if __name__ == "__main__":

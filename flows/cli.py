@@ -26,18 +26,44 @@ ShotsOpt = Annotated[Optional[Path], typer.Option("--shots", help="Sidecar shot 
 RelinkOpt = Annotated[Optional[Path], typer.Option("--relink", help="Folder to find media in by file name or reel")]
 
 
-def _ingest(edit: Path, rate: str | None, handles: int, shots: Path | None, relink: Path | None):
-    from shots.frames import normalize_rate
-    from shots.ingest import EditError, IngestOptions, ingest
-    from shots.sidecar import SidecarError
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """One line on stderr, no traceback; the exit to raise."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _spec(out: Path, **parts):
+    """The run spec from command-line values; a bad value exits 2 naming its flag."""
+    from pydantic import ValidationError
+
+    from tasks.spec import BackendSpec, DeliverySpec, IngestSpec, MaskSpec, RunSpec, spec_error
+
+    def given(cls, keys):
+        return cls(**{k: parts[k] for k in keys if k in parts})
 
     try:
-        options = IngestOptions(rate=normalize_rate(rate) if rate else None, handles=handles,
-                                sidecar=str(shots) if shots else None, relink_dir=str(relink) if relink else None)
-        return ingest(edit, options)
+        return RunSpec(out=str(out), ingest=given(IngestSpec, ("rate", "handles", "shots_file", "relink")),
+                       masks=given(MaskSpec, ("segmenter", "reasoner", "sam2_dir", "allow_large_mask")),
+                       backend=given(BackendSpec, ("name", "passes", "model_dir", "steps", "guidance", "model_size")),
+                       delivery=given(DeliverySpec, ("format", "qc_every")),
+                       **{k: parts[k] for k in ("seed", "force") if k in parts})
+    except ValidationError as e:
+        raise _fail(spec_error(e)) from None
+
+
+def _paths(**values) -> dict:
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def _ingest(edit: Path, rate: str | None, handles: int, shots: Path | None, relink: Path | None):
+    from shots.ingest import EditError, ingest
+    from shots.sidecar import SidecarError
+
+    spec = _spec(Path("."), rate=rate, handles=handles, **_paths(shots_file=shots, relink=relink))
+    try:
+        return ingest(edit, spec.ingest.options())
     except (EditError, SidecarError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise _fail(str(e)) from None
 
 
 @app.command()
@@ -84,22 +110,20 @@ def masks(edit: EditArg, out: OutOpt, segmenter: SegmenterOpt = "auto", reasoner
           sam2_dir: Sam2Opt = None, shots: ShotsOpt = None, relink: RelinkOpt = None, rate: RateOpt = None,
           handles: HandlesOpt = 8):
     """Build the quadmasks only, with a preview movie and contact sheet per shot, for review."""
-    from tasks.options import RunOptions
+    from flows.runner import UsageError, run_masks
 
+    spec = _spec(out, segmenter=segmenter, reasoner=reasoner, rate=rate, handles=handles,
+                 **_paths(sam2_dir=sam2_dir, shots_file=shots, relink=relink))
     try:
-        RunOptions(out=str(out), segmenter=segmenter, reasoner=reasoner)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    from flows.generate_masks import generate_masks
-
-    rows = generate_masks(edit=str(edit), out=str(out), segmenter=segmenter, reasoner=reasoner, sam2_dir=sam2_dir,
-                          rate=rate, handles=handles, shots_file=str(shots) if shots else None,
-                          relink=str(relink) if relink else None)
+        rows = run_masks(str(edit), spec)
+    except UsageError as e:
+        raise _fail(str(e)) from None
     table = Table(title=f"masks for {edit.name} (previews beside each mask)")
     for col in ("shot", "status", "made with", "mask / error"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["shot_id"], r["status"], r.get("source", ""), r.get("mask") or r.get("error") or "")
+        made = f"{r['mask_source']} + {r['mask_reasoner']}" if r.get("mask_reasoner") else r.get("mask_source") or ""
+        table.add_row(r["shot_id"], r["status"], made, r.get("quadmask_uri") or r.get("error") or "")
     Console().print(table)
     raise typer.Exit(1 if any(r["status"] == "failed" for r in rows) else 0)
 
@@ -116,67 +140,73 @@ def run(edit: EditArg, out: OutOpt,
         steps: Annotated[int, typer.Option(help="VOID denoising steps")] = 50,
         guidance: Annotated[float, typer.Option(help="VOID classifier-free guidance (1.0: none)")] = 1.0,
         model_size: Annotated[str, typer.Option("--model-size", help="Working size HxW (VOID: 384x672)")] = "384x672",
-        segmenter: SegmenterOpt = "auto", reasoner: ReasonerOpt = "auto", sam2_dir: Sam2Opt = None):
+        segmenter: SegmenterOpt = "auto", reasoner: ReasonerOpt = "auto", sam2_dir: Sam2Opt = None,
+        allow_large_mask: Annotated[bool, typer.Option("--allow-large-mask",
+                                                       help="Process masks removing over 60% of a frame")] = False,
+        qc_every: Annotated[int, typer.Option("--qc-every", help="QC reads back the first, last and every "
+                                                                 "Nth delivered frame (1: all)")] = 10):
     """Run the batch over an edit: every flagged shot gets a new clean-plate version."""
-    from tasks.options import RunOptions
+    from flows.runner import UsageError, run_batch
 
+    spec = _spec(out, name=backend, passes=passes, format=format, rate=rate, handles=handles, seed=seed,
+                 force=force, steps=steps, guidance=guidance, model_size=model_size, segmenter=segmenter,
+                 reasoner=reasoner, allow_large_mask=allow_large_mask, qc_every=qc_every,
+                 **_paths(shots_file=shots, relink=relink, model_dir=model_dir, sam2_dir=sam2_dir))
     try:
-        RunOptions(out=str(out), backend=backend, passes=passes, format=format, rate=rate, handles=handles,
-                   model_dir=model_dir, steps=steps, guidance=guidance, model_size=model_size,
-                   segmenter=segmenter, reasoner=reasoner, sam2_dir=sam2_dir)
-        if passes == 2 and (backend == "classical" or not model_dir):
-            raise ValueError("--passes 2 is VOID's warped-noise refinement: use it with --model-dir (and "
-                             "--backend void or auto)")
-        if backend == "void" and not model_dir:
-            raise ValueError("--backend void needs --model-dir (try `voidbatch dev tiny-model DIR` for a test model)")
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    from flows.runner import run_batch
-
-    rows, failed = run_batch(edit=str(edit), out=str(out), backend=backend, passes=passes, format=format,
-                             rate=rate, handles=handles, shots_file=str(shots) if shots else None,
-                             relink=str(relink) if relink else None, seed=seed, force=force, model_dir=model_dir,
-                             steps=steps, guidance=guidance, model_size=model_size, segmenter=segmenter,
-                             reasoner=reasoner, sam2_dir=sam2_dir)
-    _print_rows(rows, title=f"{edit.name} -> {out}")
-    raise typer.Exit(1 if failed else 0)
+        batch = run_batch(str(edit), spec)
+    except UsageError as e:
+        raise _fail(str(e)) from None
+    _print_outcomes(batch, out, title=f"{edit.name} -> {out}")
+    raise typer.Exit(_exit_code(batch))
 
 
 @app.command()
 def rerun(out: OutOpt, relink: RelinkOpt = None,
           shots: Annotated[Optional[Path], typer.Option("--shots", help="A corrected sidecar shot list")] = None):
-    """Re-run the shots whose latest attempt failed, with their batch's options (after fixing them)."""
-    from flows.runner import run_rerun
+    """Re-run the shots whose latest attempt failed or was interrupted, with their batch's options."""
+    from flows.runner import UsageError, run_rerun
 
-    rows, failed = run_rerun(out=str(out), relink=str(relink) if relink else None,
-                             shots_file=str(shots) if shots else None)
-    if not rows:
-        Console().print(f"no failed shots in {out}")
+    try:
+        batches = run_rerun(str(out), **_paths(relink=relink, shots_file=shots))
+    except UsageError as e:
+        raise _fail(str(e)) from None
+    if not batches:
+        Console().print(f"no failed or interrupted shots in {out}")
         raise typer.Exit(0)
-    _print_rows(rows, title=f"rerun of failed shots in {out}")
-    raise typer.Exit(1 if failed else 0)
+    for batch in batches:
+        _print_outcomes(batch, out, title=f"rerun in {out} ({batch.run_id})")
+    raise typer.Exit(max(_exit_code(b) for b in batches))
 
 
 @app.command()
 def status(out: OutOpt):
-    """Each shot's latest attempt, from the manifest in OUT."""
-    from storage import manifest
-    from storage.store import ArtifactStore
+    """Each shot's latest attempt, from the manifest in OUT; exits 1 if any failed or was interrupted."""
+    from storage import lock, manifest
+    from storage.store import ArtifactStore, StoreError
 
-    rows = list(manifest.latest_by_shot(manifest.read_shots(ArtifactStore(str(out)))).values())
-    if not rows:
-        err.print(f"no manifest in {out}")
-        raise typer.Exit(2)
-    _print_rows(rows, title=f"{out}: latest attempt per shot")
+    try:
+        store = ArtifactStore(str(out), create=False)
+        live = lock.live_run(store)
+        rows = manifest.with_interrupted(manifest.read_shots(store), [live] if live else [])
+    except (StoreError, manifest.ManifestError) as e:
+        raise _fail(str(e)) from None
+    latest = list(manifest.latest_by_shot(rows).values())
+    if not latest:
+        raise _fail(f"no manifest in {out}")
+    _print_rows(latest, title=f"{out}: latest attempt per shot" + (f" (batch {live} is running)" if live else ""))
+    raise typer.Exit(1 if any(r["status"] in manifest.NEEDS_RERUN for r in latest) else 0)
 
 
 @app.command()
 def demo(out: OutOpt = Path("demo_out")):
     """Generate a sample edit with known clean plates, run the batch on it, score it against the truth."""
-    from flows.runner import run_demo
+    from flows.runner import UsageError, run_demo
 
-    rows, scores, failed = run_demo(str(out))
-    _print_rows(rows, title="demo batch")
+    try:
+        batch, scores = run_demo(str(out))
+    except UsageError as e:
+        raise _fail(str(e)) from None
+    _print_outcomes(batch, out, title="demo batch")
     table = Table(title="quality against the known clean plates")
     for col in ("shot", "frames", "PSNR in removal region (dB)", "PSNR whole frame (dB)"):
         table.add_column(col)
@@ -184,7 +214,7 @@ def demo(out: OutOpt = Path("demo_out")):
         table.add_row(shot_id, str(s["frames"]), f"{s['psnr_region_db']:.2f}", f"{s['psnr_frame_db']:.2f}")
     Console().print(table)
     Console().print(f"results: {out}/shots  conformed edit: {out}/conform  manifest: {out}/manifest")
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(_exit_code(batch))
 
 
 dev = typer.Typer(help="Developer tools.", no_args_is_help=True)
@@ -200,8 +230,29 @@ def tiny_model(folder: Annotated[Path, typer.Argument(help="Where to write the m
     Console().print(f"tiny VOID model written to {folder} (random weights: output is noise, the plumbing is real)")
 
 
+def _exit_code(batch) -> int:
+    """1 if any shot failed or was interrupted, else 0; a full output disk is named on stderr."""
+    full = [o.error for o in batch.outcomes if o.error and ("No space left" in o.error or "free space" in o.error)]
+    if full:
+        err.print(f"[red]error:[/red] the output disk is full: {full[0]}", highlight=False, soft_wrap=True)
+    return 1 if batch.with_status("failed", "interrupted") else 0
+
+
+def _print_outcomes(batch, out: Path, title: str) -> None:
+    from storage.store import ArtifactStore
+
+    store = ArtifactStore(str(out), create=False)
+    _print_rows([{"shot_id": o.shot.shot_id, "status": o.status, "frames": o.shot.frames,
+                  "seconds": (o.finished_at - o.started_at).total_seconds() if o.started_at else None,
+                  "output_uri": o.deliverable and store.uri(o.deliverable.output_key), "error": o.error}
+                 for o in batch.outcomes], title)
+    if batch.conform_uri:
+        Console().print(f"conformed edit: {batch.conform_uri}")
+
+
 def _print_rows(rows: list[dict], title: str) -> None:
-    colour = {"done": "green", "up_to_date": "green", "failed": "red", "skipped": "yellow", "degraded": "yellow"}
+    colour = {"done": "green", "up_to_date": "green", "failed": "red", "skipped": "yellow", "degraded": "yellow",
+              "interrupted": "red", "planned": "cyan"}
     table = Table(title=title)
     for col in ("shot", "status", "frames", "seconds", "output / error"):
         table.add_column(col, overflow="fold")

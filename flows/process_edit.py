@@ -1,103 +1,182 @@
-"""The batch: plan the edit, process every flagged shot, conform the edit, report."""
+"""The batch: plan the edit, process every flagged shot, conform the edit; every shot accounted for.
+
+The body reads as the batch does: hold the output folder, plan, record the plan (a `planned` row
+per shot), run the shots (subflows here, or runs on the GPU pool), record each outcome as it
+arrives, conform the edit, report. A batch stopped midway (SIGTERM, Cancel in the UI) records its
+unfinished shots as `interrupted` on the way out; one killed outright leaves `planned` rows that
+`status` shows as interrupted and `rerun` picks up.
+"""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from prefect import flow
-from prefect.exceptions import MissingResult
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-from prefect.states import Failed
+from prefect import flow, get_run_logger
+from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.gpu_shot import dispatch_shots, shot_job, shot_result
+from flows.dispatch import ShotJob, dispatch_shots
 from flows.process_shot import process_shot
-from shots.conform import Deliverable
+from shots.shot import Shot
 from storage import manifest
-from storage.rows import shot_row
+from storage.atomic import sweep_partials
+from storage.lock import OutputLock
 from storage.store import ArtifactStore
-from tasks.edit import conform_edit, plan_edit, record_run
-from tasks.options import RunOptions
+from tasks.edit import conform_edit, plan_edit, start_run
+from tasks.outcome import ShotOutcome, utcnow
 from tasks.report import BatchProgress, batch_table
-from tasks.shot import record_shot
-
-
-DISPATCH = ("local", "deployment")
-
-
-def _rows(out: str, run_id: str) -> list[dict]:
-    return [r for r in manifest.read_shots(ArtifactStore(out)) if r["run_id"] == run_id]
+from tasks.shot import record_outcome
+from tasks.spec import RunSpec, absolute
 
 
 def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
-@flow(name="process-edit", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def process_edit(edit: str, out: str, backend: str = "auto", passes: int = 1, format: str = "png",
-                 rate: str | None = None, handles: int = 8, shots_file: str | None = None,
-                 relink: str | None = None, seed: int = 0, model_dir: str | None = None, steps: int = 50,
-                 guidance: float = 1.0, model_size: str = "384x672", segmenter: str = "auto",
-                 reasoner: str = "auto", sam2_dir: str | None = None, run_id: str | None = None,
-                 only_shots: list[str] | None = None, force: bool = False, dispatch: str = "local",
-                 shot_timeout: float | None = None):
-    """Remove the flagged objects from every shot of `edit` (or `only_shots`); results under `out`.
+class BatchCancelled(Exception):
+    """Cancel was asked for in the Prefect UI while the batch ran in a process no worker supervises."""
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch did: one outcome per planned shot, and the conformed edit if one was written."""
+
+    run_id: str
+    edit: str
+    outcomes: list[ShotOutcome] = field(default_factory=list)
+    conform_uri: str | None = None
+
+    def with_status(self, *statuses: str) -> list[str]:
+        return [o.shot.shot_id for o in self.outcomes if o.status in statuses]
+
+
+@flow(name="process-edit", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=True)
+def process_edit(edit: str, spec: RunSpec, only_shots: list[str] | None = None, run_id: str | None = None):
+    """Remove the flagged objects from every shot of `edit` (or `only_shots`), as `spec` says.
 
     Shots whose inputs, results and format match a version already delivered are reported
-    `up_to_date` and get no new version, unless `force`. `dispatch="deployment"` runs each shot as a
-    `process-shot` deployment run on the GPU pool (all queued at once; the pool's concurrency limit
-    decides how many run) and waits up to `shot_timeout` seconds for them (None: no limit).
+    `up_to_date` and get no new version, unless `spec.force`. With `spec.dispatch == "deployment"`
+    each shot is a `process-shot` run on the GPU pool.
     """
-    if dispatch not in DISPATCH:
-        raise ValueError(f"dispatch must be one of {', '.join(DISPATCH)}, got {dispatch!r}")
-    options = RunOptions(out=out, backend=backend, passes=passes, format=format, rate=rate, handles=handles,
-                         shots_file=shots_file, relink=relink, seed=seed, model_dir=model_dir, steps=steps,
-                         guidance=guidance, model_size=model_size, segmenter=segmenter, reasoner=reasoner,
-                         sam2_dir=sam2_dir)
-    run_id = run_id or new_run_id()
-    record_run(run_id, edit, options)
-    shots = [s for s in plan_edit(edit, options) if only_shots is None or s.shot_id in only_shots]
-    attempts = manifest.next_attempts(ArtifactStore(out), [s.shot_id for s in shots])
-    delivered: dict[str, tuple] = {}
-    progress = BatchProgress(run_id, sum(s.flagged for s in shots))
-    for shot in shots:
-        if not shot.flagged:
-            record_shot(out, shot_row(run_id, attempts[shot.shot_id], shot, edit, "skipped",
-                                      error="no removal instructions"), [])
-    flagged = [s for s in shots if s.flagged]
-    if dispatch == "deployment":
-        remote = dispatch_shots([shot_job(s, options.to_dict(), run_id, edit, attempts[s.shot_id], force)
-                                 for s in flagged], timeout=shot_timeout)
-    for shot in flagged:
-        result = remote[shot.shot_id] if dispatch == "deployment" else \
-            _run_shot_here(shot, options, run_id, edit, attempts[shot.shot_id], force)
-        if result and result["deliverable"]:
-            delivered[shot.shot_id] = (shot, Deliverable(**result["deliverable"]), result["row"]["status"])
-        progress.shot_finished()
-        batch_table(_rows(out, run_id), key=f"batch-{run_id}")  # the UI table fills in as shots finish
-    rows = _rows(out, run_id)
-    if any(status in ("done", "degraded") for *_, status in delivered.values()):  # new versions: new conform
-        conform_uri = conform_edit(edit, options, {k: v[:2] for k, v in delivered.items()})
-        rows = [{**r, "conform_uri": conform_uri} if r["shot_id"] in delivered else r for r in rows]
-        manifest.record_shots(ArtifactStore(out), rows)
-    batch_table(rows, key=f"batch-{run_id}")
-    failed = [r["shot_id"] for r in rows if r["status"] == "failed"]
-    summary = {"run_id": run_id, "shots": len(rows), "failed": failed}
+    edit, run_id, store = absolute(edit), run_id or new_run_id(), spec.store()
+    with OutputLock(store, run_id):
+        _tidy(store)
+        edit_shots = plan_edit(edit, spec.ingest)
+        shots = [s for s in edit_shots if only_shots is None or s.shot_id in only_shots]
+        batch = BatchOutcome(run_id, edit)
+        attempts = start_run(store, run_id, edit, spec, shots)
+        progress = BatchProgress(run_id, len(shots))
+        try:
+            for outcome in _run_shots(edit, spec, shots, run_id, attempts, store):
+                batch.outcomes.append(outcome)
+                progress.shot_finished()
+        except BaseException as stop:  # SIGTERM (Prefect's TerminationSignal), a cancel, Ctrl-C
+            _record_interrupted(store, batch, shots, attempts, stop)
+            if isinstance(stop, BatchCancelled):
+                return Cancelled(message=f"cancelled: {', '.join(batch.with_status('interrupted'))} interrupted",
+                                 data=batch)
+            raise
+        if any(o.status in ("done", "degraded") for o in batch.outcomes):  # new versions: a new conform
+            batch.conform_uri = conform_edit(edit, spec, store, edit_shots)  # every clip at its latest good version
+            batch.outcomes = [replace(o, conform_uri=batch.conform_uri) if o.delivered else o for o in batch.outcomes]
+            manifest.record(store, shots=[o.shot_row(store) for o in batch.outcomes if o.delivered])
+        batch_table([o.shot_row(store) for o in batch.outcomes], key=f"batch-{run_id}")
+        manifest.compact(store)  # journals stay only where a batch was stopped
+    failed = batch.with_status("failed")
     if failed:
-        return Failed(message=f"{len(failed)} of {len(rows)} shots failed: {', '.join(failed)}", data=summary)
-    return summary
+        return Failed(message=f"{len(failed)} of {len(batch.outcomes)} shots failed: {', '.join(failed)}",
+                      data=batch)
+    return batch
 
 
-def _run_shot_here(shot, options: RunOptions, run_id: str, edit: str, attempt: int, force: bool) -> dict | None:
-    """`process_shot` as a subflow in this process: its result, or None when the shot failed."""
-    # No heartbeat of its own (the batch run's covers this process): Prefect 3.8.8 joins a flow's
-    # heartbeat thread at exit and that thread sleeps in whole seconds, so each subflow ended ~1 s late.
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        state = process_shot(shot.shot_id, shot.to_dict(), options.to_dict(), run_id, edit, attempt, force,
+def _run_shots(edit: str, spec: RunSpec, shots: list[Shot], run_id: str, attempts: dict[str, int],
+               store: ArtifactStore):
+    """Each planned shot's outcome, as it ends: skipped and unprocessable ones first, then the rest."""
+    todo = []
+    for shot in shots:
+        skip, problem = shot.skip_reason, shot.problem
+        if skip or problem:
+            outcome = ShotOutcome(run_id, attempts[shot.shot_id], shot, edit, "skipped" if skip else "failed",
+                                  skip or f"shot {shot.shot_id}: {problem}")
+            record_outcome(store, outcome)
+            yield outcome
+        else:
+            todo.append(shot)
+    if spec.dispatch == "deployment":
+        jobs = [ShotJob(s, edit, spec, run_id, attempts[s.shot_id]) for s in todo]
+        outcomes = dispatch_shots(jobs, store, timeout=spec.shot_timeout)
+        for job in jobs:
+            outcome = outcomes[job.shot.shot_id]
+            record_outcome(store, outcome)  # the run recorded its own, unless it never returned: record again
+            yield outcome
+        return
+    for shot in todo:
+        _stop_if_cancel_requested()
+        state = process_shot(edit, spec, shot.shot_id, run_id, attempts[shot.shot_id], shot=shot.to_dict(),
                              return_state=True)
-    if not state.is_completed():
-        return None
+        yield _subflow_outcome(state, ShotJob(shot, edit, spec, run_id, attempts[shot.shot_id]), store)
+
+
+def _subflow_outcome(state, job: ShotJob, store: ArtifactStore) -> ShotOutcome:
+    """The outcome a shot subflow returned, or a failed one (recorded here) when it crashed before returning.
+
+    When a batch run is retried (the UI's Retry), Prefect hands back the outcome of a shot subflow that
+    completed in the earlier try instead of running it again: this try records it as its own attempt,
+    reused (`up_to_date`, chunks cached), so every planned row ends.
+    """
     try:
-        return state.result()
-    except MissingResult:  # the final state came back from the API without its data: read the manifest
-        return shot_result(options.out, run_id, shot.shot_id, attempt)
+        result = state.result(raise_on_failure=False)
+    except Exception as e:  # noqa: BLE001 - the result itself is unreadable
+        result = e
+    if isinstance(result, ShotOutcome):
+        if (result.run_id, result.attempt) != (job.run_id, job.attempt):
+            result = replace(result, run_id=job.run_id, attempt=job.attempt, finished_at=utcnow(),
+                             status="up_to_date" if result.delivered else result.status,
+                             chunks=tuple(replace(c, cached=True) for c in result.chunks))
+            record_outcome(store, result)
+        return result
+    outcome = job.failed(f"shot {job.shot.shot_id}: the shot run ended {state.name} without an outcome: "
+                         f"{type(result).__name__}: {result}")
+    record_outcome(store, outcome)
+    return outcome
+
+
+def _record_interrupted(store: ArtifactStore, batch: BatchOutcome, shots: list[Shot], attempts: dict[str, int],
+                        stop: BaseException) -> None:
+    """Every planned shot without an outcome becomes `interrupted`, saying what stopped the batch."""
+    ended = {o.shot.shot_id for o in batch.outcomes}
+    why = {"BatchCancelled": "cancelled in the Prefect UI", "KeyboardInterrupt": "interrupted (Ctrl-C)"}.get(
+        type(stop).__name__, f"the batch was stopped ({type(stop).__name__})")
+    for shot in shots:
+        if shot.shot_id not in ended:
+            batch.outcomes.append(ShotOutcome(batch.run_id, attempts[shot.shot_id], shot, batch.edit, "interrupted",
+                                              f"shot {shot.shot_id}: {why} before it ended"))
+    interrupted = [o for o in batch.outcomes if o.status == "interrupted"]
+    manifest.record(store, shots=[o.shot_row(store) for o in interrupted])
+    get_run_logger().warning("batch %s stopped: %d shots recorded as interrupted", batch.run_id, len(interrupted))
+
+
+def _stop_if_cancel_requested() -> None:
+    """Between shots: a run cancelled in the UI while no worker supervises this process stops here."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state
+    if state is not None and state.is_cancelling():
+        raise BatchCancelled(f"flow run {flow_run.name} was cancelled")
+
+
+def _tidy(store: ArtifactStore) -> None:
+    """Before planning: merge the journals a stopped batch left, record its unfinished shots as interrupted,
+    and remove its half-written files."""
+    merged = manifest.compact(store)
+    closed = manifest.close_planned(store)
+    swept = sweep_partials(store.root) if store.is_local else []
+    if merged or closed or swept:
+        get_run_logger().warning("%s: a batch was stopped here before: merged %d journal rows, recorded %d of its "
+                                 "shots as interrupted, removed %d half-written files", store.root_uri, merged,
+                                 closed, len(swept))

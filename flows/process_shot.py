@@ -1,69 +1,104 @@
-"""One shot: prepare chunks, remove the object from each, conform, record. Fails alone."""
+"""One shot: mask, prepare, remove each chunk, conform, record; returns its ShotOutcome. Fails alone.
+
+The same flow runs as a subflow of the batch (the shot is handed over as planned) and as the
+`process-shot` deployment on the GPU pool, where it plans the shot from the edit at run time: a
+retry from the UI after the media was fixed sees the fix. The outcome is persisted by Prefect, so
+the batch gets it back with `state.result()` either way; it is also recorded in the manifest
+here, so a shot that ends is accounted for even if the batch process is gone.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict
+import errno
+import os
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from model.masks.batch import needs_generated_mask
-from model.select import load_backend
-from shots.extract import NothingToRemove
+from shots.extract import NothingToRemove, ShotError
 from shots.shot import Shot
-from storage.rows import chunk_rows as chunk_rows_of
-from storage.rows import shot_row, utcnow
-from tasks.options import RunOptions
-from tasks.report import ShotProgress, shot_artifact
+from storage.store import ArtifactStore, DiskFull
+from tasks.edit import plan_edit
 from tasks.masks import build_mask
-from tasks.shot import conform_shot, prepare_shot, record_shot, remove_chunk
+from tasks.outcome import ShotOutcome, utcnow
+from tasks.removal import backend_identity, remove_chunk
+from tasks.report import ShotProgress, shot_artifact
+from tasks.shot import conform_shot, prepare_shot, record_outcome
+from tasks.spec import RunSpec
+
+MODEL_DIR_ENV = "VOIDBATCH_MODEL_DIR"  # a GPU pool's own weights, for batches that named none
 
 
-class ShotFailed(Exception):
-    pass
+@flow(name="process-shot", flow_run_name="{shot_id}", task_runner=ThreadPoolTaskRunner(max_workers=2),
+      persist_result=True)
+def process_shot(edit: str, spec: RunSpec, shot_id: str, run_id: str, attempt: int = 1,
+                 shot: dict | None = None) -> ShotOutcome:
+    """Process one shot of `edit` with `spec`; a failed shot ends Failed with its outcome as the data.
+
+    `shot` is the planned shot when the batch runs it in-process; without it (a deployment run) the
+    shot is planned from the edit now.
+    """
+    spec = _with_pool_weights(spec)
+    store = spec.store()
+    planned = Shot.from_dict(shot) if shot is not None else _plan_one(edit, spec, shot_id)
+    outcome = run_shot(edit, spec, planned, run_id, attempt, store)
+    record_outcome(store, outcome)
+    shot_artifact(outcome.shot_row(store))
+    if outcome.status == "failed":
+        return Failed(message=outcome.error, data=outcome)
+    return outcome
 
 
-@flow(name="process-shot", flow_run_name="shot-{shot_id}", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def process_shot(shot_id: str, shot: dict, options: dict, run_id: str, edit: str, attempt: int = 1,
-                 force: bool = False) -> dict:
-    """Returns the shot's manifest row (and deliverable); raises ShotFailed after recording a failure."""
-    shot, opts = Shot.from_dict(shot), RunOptions(**options)
-    progress, started = ShotProgress(shot_id), utcnow()
-    prepared = deliverable = key = backend = mask = mask_uri = None
-    chunk_rows: list[dict] = []
+def run_shot(edit: str, spec: RunSpec, shot: Shot, run_id: str, attempt: int, store: ArtifactStore) -> ShotOutcome:
+    """The shot's work, step by step; any failure is this shot's alone and ends up in its outcome."""
+    started, progress = utcnow(), ShotProgress(shot.shot_id)
+    done: dict = {}  # what exists so far: a failed shot's row still says what was made
+
+    def outcome(status: str, error: str | None = None, **more) -> ShotOutcome:
+        progress.finish()
+        return ShotOutcome(run_id, attempt, shot, edit, status, error, passes=spec.backend.passes,
+                           seed=spec.seed, started_at=started, **{**done, **more})
+
     try:
-        backend = load_backend(*opts.backend_args())
+        done["backend"] = backend_identity(spec.backend)
         if needs_generated_mask(shot):
-            shot, mask, mask_uri = build_mask(shot, opts.out, opts.segmenter, opts.reasoner, opts.sam2_dir,
-                                              progress.stage("mask"))
-        prepared = prepare_shot(shot, opts.out, opts.model_hw, progress.stage("prepare"))
-        prompt = shot.instructions.prompt or ""
-        # VOID chunks hold a GPU: tagged so a `gpu` concurrency limit caps them at the number of GPUs
-        remover = remove_chunk.with_options(tags=["removal", "gpu"]) if backend.name == "void" else remove_chunk
-        futures = [remover.submit(c, shot_id, prepared.work_key, prompt, opts.backend_args(), opts.out,
-                                       opts.seed, shot.rate, progress=p)
+            shot, done["mask"], done["mask_uri"] = build_mask(shot, store, spec.masks, progress.stage("mask"))
+        done["prepared"] = prepared = prepare_shot(shot, store, spec, progress.stage("prepare"))
+        futures = [remove_chunk.submit(c, shot.shot_id, prepared.work_key, shot.instructions.prompt or "",
+                                       spec.backend, store, spec.seed, shot.rate, progress=p)
                    for c, p in zip(prepared.chunks, progress.chunks(len(prepared.chunks)))]
-        results = [f.result() for f in futures]
-        chunk_rows = [row for c, r in zip(prepared.chunks, results)
-                      for row in chunk_rows_of(run_id, attempt, shot_id, c, r, backend, _store(opts))]
-        deliverable, key, reused = conform_shot(prepared, results, opts.out, opts.format, force,
-                                                progress.stage("conform"))
-        status, error = ("up_to_date" if reused else "degraded" if mask and mask.degraded else "done"), None
+        done["chunks"] = tuple(f.result() for f in futures)
+        deliverable, key, reused = conform_shot(prepared, list(done["chunks"]), store, spec, progress.stage("conform"))
     except NothingToRemove as e:
-        status, error = "skipped", str(e)
+        return outcome("skipped", str(e))
     except Exception as e:  # noqa: BLE001 - any failure is this shot's alone
-        status, error = "failed", f"{type(e).__name__}: {e}" if not str(e).startswith("shot ") else str(e)
-    row = shot_row(run_id, attempt, shot, edit, status, error=error, prepared=prepared, deliverable=deliverable,
-                   backend=backend, passes=opts.passes, seed=opts.seed, store=_store(opts), started_at=started,
-                   content_key=key, mask=mask, mask_uri=mask_uri)
-    record_shot(opts.out, row, chunk_rows)
-    shot_artifact(row)
-    progress.finish()
-    if status == "failed":
-        raise ShotFailed(error)
-    return {"row": row, "deliverable": asdict(deliverable) if deliverable else None}
+        get_run_logger().error(message := _failure(shot, e, store))
+        return outcome("failed", message)
+    mask = done.get("mask")
+    status = "up_to_date" if reused else "degraded" if mask is not None and mask.degraded else "done"
+    return outcome(status, deliverable=deliverable, content_key=key)
 
 
-def _store(opts: RunOptions):
-    from storage.store import ArtifactStore
+def _failure(shot: Shot, e: Exception, store: ArtifactStore) -> str:
+    """One line: the shot, and what went wrong (a full disk is named)."""
+    if isinstance(e, (ShotError, DiskFull)):
+        return str(e)
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return f"shot {shot.shot_id}: the output disk {store.disk()} is full: {e}"
+    return f"shot {shot.shot_id}: {type(e).__name__}: {e}"
 
-    return ArtifactStore(opts.out)
+
+def _plan_one(edit: str, spec: RunSpec, shot_id: str) -> Shot:
+    shots = {s.shot_id: s for s in plan_edit(edit, spec.ingest)}
+    if shot_id not in shots:
+        raise ShotError(shot_id, f"not in {edit} any more (its clips: {', '.join(sorted(shots)) or 'none'})")
+    return shots[shot_id]
+
+
+def _with_pool_weights(spec: RunSpec) -> RunSpec:
+    """A batch that named no model directory gets this machine's (VOIDBATCH_MODEL_DIR, set by a GPU pool)."""
+    if spec.backend.model_dir or not os.environ.get(MODEL_DIR_ENV):
+        return spec
+    backend = spec.backend.model_copy(update={"model_dir": os.environ[MODEL_DIR_ENV]})
+    return spec.model_copy(update={"backend": type(spec.backend).model_validate(backend.model_dump())})

@@ -1,4 +1,11 @@
-"""Re-run the shots whose latest attempt failed, with the options their batch used."""
+"""Re-run the shots whose latest attempt failed or was interrupted, each with its own batch's spec.
+
+The morning after: every such shot goes again with exactly what its batch was asked to do (the
+stored spec, dispatch to the GPU pool included), except a `relink` folder or a corrected shot
+list when the fix lives there. The edit is planned again from its stored absolute path, so media
+fixed in place is picked up; each rerun writes a conformed edit that points every processed clip
+at its latest good version.
+"""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -6,31 +13,50 @@ from collections import defaultdict
 from prefect import flow
 from prefect.states import Failed
 
-from flows.process_edit import new_run_id, process_edit
+from flows.process_edit import BatchOutcome, new_run_id, process_edit
 from storage import manifest
+from storage.lock import live_run
 from storage.store import ArtifactStore
 from tasks.edit import read_run
+from tasks.spec import RunSpec
 
 
-@flow(name="rerun-failed")
-def rerun_failed(out: str, relink: str | None = None, shots_file: str | None = None) -> dict:
-    """Process exactly the failed shots of `out` again (after their media or instructions were fixed).
+class RerunError(RuntimeError):
+    """A batch's failed shots could not be run again; the message says which batch and why."""
 
-    `relink` and `shots_file` replace the original batch's, for fixes that live there.
-    """
-    latest = manifest.latest_by_shot(manifest.read_shots(ArtifactStore(out)))
+
+def shots_to_rerun(store: ArtifactStore) -> dict[str, list[str]]:
+    """Shot ids whose latest attempt failed or was interrupted, grouped by the batch that planned them."""
+    live = live_run(store)
+    rows = manifest.with_interrupted(manifest.read_shots(store), [live] if live else [])
     by_run: dict[str, list[str]] = defaultdict(list)
-    for row in latest.values():
-        if row["status"] == "failed":
+    for row in manifest.latest_by_shot(rows).values():
+        if row["status"] in manifest.NEEDS_RERUN:
             by_run[row["run_id"]].append(row["shot_id"])
-    run_id = new_run_id()
-    for old_run, shot_ids in sorted(by_run.items()):
-        edit, options = read_run(out, old_run)
-        options.update({k: v for k, v in {"relink": relink, "shots_file": shots_file}.items() if v})
-        process_edit(edit=edit, **options, run_id=run_id, only_shots=sorted(shot_ids), return_state=True)
-    rows = [r for r in manifest.read_shots(ArtifactStore(out)) if r["run_id"] == run_id]
-    failed = [r["shot_id"] for r in rows if r["status"] == "failed"]
-    summary = {"run_id": run_id, "rerun": sorted(s for ids in by_run.values() for s in ids), "failed": failed}
+    return {run: sorted(ids) for run, ids in sorted(by_run.items())}
+
+
+def fixed_spec(spec: RunSpec, relink: str | None, shots_file: str | None) -> RunSpec:
+    """The batch's spec with a new relink folder or shot list, validated again."""
+    ingest = spec.ingest.model_dump()
+    ingest.update({k: v for k, v in {"relink": relink, "shots_file": shots_file}.items() if v})
+    return RunSpec.model_validate({**spec.model_dump(), "ingest": ingest})
+
+
+@flow(name="rerun-failed", persist_result=True)
+def rerun_failed(out: str, relink: str | None = None, shots_file: str | None = None) -> list[BatchOutcome]:
+    """Process again exactly the failed and interrupted shots of `out`; one batch per original batch."""
+    store = ArtifactStore(out, create=False)
+    batches = []
+    for old_run, shot_ids in shots_to_rerun(store).items():
+        record = read_run(store, old_run)
+        state = process_edit(record.edit, fixed_spec(record.spec, relink, shots_file), only_shots=shot_ids,
+                             run_id=new_run_id(), return_state=True)
+        result = state.result(raise_on_failure=False)
+        if not isinstance(result, BatchOutcome):  # it failed before any shot ran (the edit is gone, say)
+            raise RerunError(f"the rerun of batch {old_run} ({record.edit}) could not run: {result}")
+        batches.append(result)
+    failed = [s for b in batches for s in b.with_status("failed", "interrupted")]
     if failed:
-        return Failed(message=f"still failing: {', '.join(failed)}", data=summary)
-    return summary
+        return Failed(message=f"still failing: {', '.join(failed)}", data=batches)
+    return batches

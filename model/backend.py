@@ -11,6 +11,7 @@ Contract every backend keeps:
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Protocol, runtime_checkable
 
@@ -76,10 +77,70 @@ class RemovalBackend(Protocol):
 
     name: str
     version: str
+    identity: BackendIdentity
+    device: str  # where it computes: 'cpu', 'cuda:0'
 
     def remove(self, request: RemovalRequest, progress: Callable[[float], None] | None = None) -> np.ndarray:
         """(T,H,W,3) uint8: `request.frames` with the removal region regenerated."""
         ...
+
+
+@runtime_checkable
+class TwoPassBackend(RemovalBackend, Protocol):
+    """A backend whose second pass refines its first; the first pass's output is kept as its own result."""
+
+    def remove_two_pass(self, request: RemovalRequest, progress: Callable[[float], None] | None = None):
+        """(pass1, pass2) frames, each (T,H,W,3) uint8 with keep pixels exact."""
+        ...
+
+    def remove_pass2(self, request: RemovalRequest, pass1_frames: np.ndarray,
+                     progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """Pass 2 alone, from a stored pass-1 result."""
+        ...
+
+
+class ExclusiveLock:
+    """A lock that also says how many threads wait for it (logs, and tests that make chunks collide)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._state = threading.Condition()
+        self.waiting = 0
+
+    def __enter__(self) -> ExclusiveLock:
+        with self._state:
+            self.waiting += 1
+            self._state.notify_all()
+        try:
+            self._lock.acquire()
+        finally:
+            with self._state:
+                self.waiting -= 1
+                self._state.notify_all()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    def wait_for_waiters(self, n: int, timeout: float) -> bool:
+        """Block until at least `n` threads wait for the lock (True), or `timeout` s pass (False)."""
+        with self._state:
+            return self._state.wait_for(lambda: self.waiting >= n, timeout)
+
+
+_EXCLUSIVE: dict[object, ExclusiveLock] = {}
+_EXCLUSIVE_GUARD = threading.Lock()
+
+
+def exclusive(backend: RemovalBackend) -> ExclusiveLock:
+    """The lock a chunk holds while it runs on `backend`: one per accelerator, else one per instance.
+
+    A backend instance holds per-chunk state (weights swapped in place, RAFT buffers, offload hooks),
+    and a GPU fits one chunk: two chunks must never run on either at once, whatever the threads.
+    """
+    key = backend.device if not backend.device.startswith("cpu") else id(backend)
+    with _EXCLUSIVE_GUARD:
+        return _EXCLUSIVE.setdefault(key, ExclusiveLock())
 
 
 def known_backends() -> tuple[str, ...]:

@@ -25,11 +25,23 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from model.backend import KEEP, RemovalRequest, enforce_keep
+from model.backend import KEEP, BackendIdentity, RemovalRequest, enforce_keep
 
 VERSION = "1.0"
 _DEFAULTS = {"samples": 3, "dense": 12, "inpaint_radius": 5, "max_features": 400, "motion": "homography",
              "exposure": True}
+
+def _checked(options: dict) -> dict:
+    unknown = set(options) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown classical backend options {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
+    opts = {**_DEFAULTS, **options}
+    if opts["motion"] not in ("homography", "affine", "none"):
+        raise ValueError(f"motion must be 'homography', 'affine' or 'none', got {opts['motion']!r}")
+    if int(opts["samples"]) < 1 or int(opts["dense"]) < 1:
+        raise ValueError("samples and dense must be >= 1")
+    return opts
+
 
 _LK = dict(winSize=(21, 21), maxLevel=4, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
 
@@ -48,20 +60,20 @@ class ClassicalBackend:
     """
 
     name = "classical"
+    device = "cpu"
 
     def __init__(self, **options):
-        unknown = set(options) - set(_DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown classical backend options {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
-        opts = {**_DEFAULTS, **options}
-        if opts["motion"] not in ("homography", "affine", "none"):
-            raise ValueError(f"motion must be 'homography', 'affine' or 'none', got {opts['motion']!r}")
-        if int(opts["samples"]) < 1 or int(opts["dense"]) < 1:
-            raise ValueError("samples and dense must be >= 1")
-        self.options = opts
+        self.options = _checked(options)
+        self.identity = self.identity_of(**options)
+        self.version = self.identity.version
+
+    @classmethod
+    def identity_of(cls, **options) -> BackendIdentity:
+        """Name and version for these options (non-default options are part of the version)."""
+        opts = _checked(options)
         changed = {k: v for k, v in opts.items() if v != _DEFAULTS[k]}
         suffix = "".join(f"+{k}={changed[k]}" for k in sorted(changed))
-        self.version = f"classical-{VERSION}{suffix}"
+        return BackendIdentity(cls.name, f"classical-{VERSION}{suffix}")
 
     def __repr__(self) -> str:
         return f"ClassicalBackend(version={self.version!r})"

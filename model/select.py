@@ -1,10 +1,17 @@
-"""Which removal backend a batch gets: `auto` means VOID where it can run, the classical one elsewhere."""
+"""Which removal backend a batch gets, and what it is before anything loads.
+
+`auto` means VOID where CUDA and its weights exist, the classical CPU backend elsewhere.
+`backend_identity` names the backend and its version (weights hash included) from the model
+folder alone, so a process that only needs to know whether a chunk's result is already on the
+store never loads a 5B-parameter model. Loaded backends are cached by the caller (one per worker
+process and settings), not here.
+"""
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 
-from model.backend import RemovalBackend, get_backend
+from model.backend import BackendIdentity, RemovalBackend
+from model.registry import BACKENDS
 
 PASS1_WEIGHTS = "void_pass1.safetensors"
 
@@ -42,10 +49,9 @@ def raft_model(model_dir: str) -> str:
     return "raft_large"
 
 
-@lru_cache(maxsize=2)
-def load_backend(name: str, model_dir: str | None = None, steps: int = 50, guidance: float = 1.0,
-                 passes: int = 1) -> RemovalBackend:
-    """One backend instance per process and settings (weights load once per worker, not per chunk).
+def backend_args(name: str, model_dir: str | None = None, steps: int = 50, guidance: float = 1.0,
+                 passes: int = 1) -> tuple[str, dict]:
+    """(registry name, constructor options) for a batch's backend settings.
 
     Two passes mean VOID's warped-noise refinement: pass 1 and pass 2 share one transformer whose
     weights are swapped in place.
@@ -55,8 +61,22 @@ def load_backend(name: str, model_dir: str | None = None, steps: int = 50, guida
         if resolved != "void":
             raise ValueError("--passes 2 is VOID's warped-noise refinement: it needs --backend void (or auto with "
                              "CUDA) and --model-dir")
-        return get_backend("void2", model_dir=model_dir, steps=steps, guidance=guidance,
-                           raft_model=raft_model(model_dir))
+        return "void2", {"model_dir": model_dir, "steps": steps, "guidance": guidance,
+                         "raft_model": raft_model(model_dir)}
     if resolved == "void":
-        return get_backend("void", model_dir=model_dir, steps=steps, guidance=guidance)
-    return get_backend(resolved)
+        return "void", {"model_dir": model_dir, "steps": steps, "guidance": guidance}
+    return resolved, {}
+
+
+def backend_identity(name: str, model_dir: str | None = None, steps: int = 50, guidance: float = 1.0,
+                     passes: int = 1) -> BackendIdentity:
+    """What `load_backend` with these settings would report, without loading any weights."""
+    key, options = backend_args(name, model_dir, steps, guidance, passes)
+    return BACKENDS.factory(key).identity_of(**options)
+
+
+def load_backend(name: str, model_dir: str | None = None, steps: int = 50, guidance: float = 1.0,
+                 passes: int = 1) -> RemovalBackend:
+    """A new backend instance for these settings (weights load here)."""
+    key, options = backend_args(name, model_dir, steps, guidance, passes)
+    return BACKENDS.build(key, **options)

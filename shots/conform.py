@@ -3,31 +3,32 @@
 The plate is decoded again (the same PyAV path that fed the model), frame by frame; the clean
 frame is the cross-faded mix of the chunks holding it, scaled back into the ROI and laid over the
 source through the feathered mask. Padding never reaches a deliverable: only the shot's own
-frames are written, from 1001. The version folder is staged locally and published in one step.
-The conformed edit points every processed clip at its deliverable, source timecode kept.
+frames are written, from 1001. The version folder is built under a hidden name inside the output
+folder and lands in one rename; then QC reads the written files back (`shots.qc`). The conformed
+edit points every processed clip at its deliverable, source timecode kept.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-import cv2
 import numpy as np
 import opentimelineio as otio
 
-from shots.composite import alpha_in_box, chunk_weights, composite
-from shots.deliver import FIRST_FRAME, FORMATS, contact_sheet, open_writer, version_name
+from shots import qc
+from shots.composite import chunk_weights, composite
+from shots.deliver import FORMATS, LOSSY, contact_sheet, open_writer
 from shots.extract import PreparedShot
 from shots.ingest import iter_video_clips, read_edit
 from shots.media import read_frames, read_video
 from shots.plan import Chunk
 from shots.shot import Shot
-from storage.store import ArtifactStore, StoreError, sha256_file
+from storage import layout
+from storage.keys import content_key, files_sha256
+from storage.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ CONTACT_FRAMES = 4
 
 @dataclass(frozen=True)
 class Deliverable:
+    """A published version and what QC measured on its files."""
+
     shot_id: str
     version: int
     output_key: str  # the version folder, or the .mov
@@ -45,29 +48,22 @@ class Deliverable:
     frames: int
     sha256: str  # of the frame files in order (or of the .mov)
     contact_sheet_key: str
-    keep_max_diff: int  # largest change outside the feathered region: 0 by construction, checked
-
-
-def _keep_region_change(src: np.ndarray, out: np.ndarray, mask: np.ndarray, roi, feather: float) -> int:
-    """QC: the largest change to a pixel outside the feathered region (0 unless compositing is broken)."""
-    diff = cv2.absdiff(out, src)
-    found = alpha_in_box(mask[roi.slices()], feather)
-    if found is not None:
-        box, alpha = found
-        diff[roi.y0 + box.y0:roi.y0 + box.y1, roi.x0 + box.x0:roi.x0 + box.x1][alpha > 0] = 0
-    return int(diff.max())
+    lossy: bool  # a lossy codec: keep pixels close to the source, not equal
+    qc: qc.QcReport
 
 
 def render_key(prepared: PreparedShot, chunk_output_keys: list[str], fmt: str) -> str:
-    """What decides a deliverable's pixels: the prepared shot, the chunk results, the format."""
-    ident = "|".join([prepared.work_key, *sorted(chunk_output_keys), fmt])
-    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+    """What decides a deliverable's pixels: the prepared shot (its inputs' content), the chunk results, the format."""
+    return content_key("render", prepared.work_key, sorted(chunk_output_keys), fmt)
 
 
 def next_version(store: ArtifactStore, shot_id: str) -> int:
-    versions = [int(m.group(1)) for k in store.list(f"shots/{shot_id}")
-                if (m := re.match(rf"shots/{re.escape(shot_id)}/v(\d{{3,}})/", k))]
+    versions = [v for k in store.list(layout.versions_folder(shot_id)) if (v := layout.version_of(k, shot_id))]
     return max(versions, default=0) + 1
+
+
+def feather_px(prepared: PreparedShot) -> float:
+    return max(1.0, FEATHER_MODEL_PX * prepared.roi.height / 384)
 
 
 class _StitchedChunks:
@@ -92,8 +88,8 @@ class _StitchedChunks:
 
 
 def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: ArtifactStore, fmt: str = "png",
-                 progress: Callable[[float], None] | None = None) -> Deliverable:
-    """Composite the chunk outputs into the plate and publish `shots/{id}/v{NNN}/`."""
+                 progress: Callable[[float], None] | None = None, qc_every: int = 1) -> Deliverable:
+    """Composite the chunk outputs into the plate, publish `shots/{id}/v{NNN}/`, QC what was written."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown deliverable format {fmt!r}; choose one of {', '.join(FORMATS)}")
     shot, roi = prepared.shot, prepared.roi
@@ -102,55 +98,59 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
     if missing:
         raise ValueError(f"shot {shot.shot_id}: no removal output for chunks {missing}")
     stitched = _StitchedChunks(chunks, outputs, store)
-    feather = max(1.0, FEATHER_MODEL_PX * roi.height / 384)
+    feather = feather_px(prepared)
     n = shot.frames
     sample = set(np.linspace(0, n - 1, min(CONTACT_FRAMES, n)).round().astype(int).tolist())
     pairs = []
-    keep_max = 0
-    digest = hashlib.sha256()
-    with tempfile.TemporaryDirectory(prefix=f"voidbatch-{shot.shot_id}-") as stage:
-        version = next_version(store, shot.shot_id)
-        name = version_name(shot.shot_id, version)
-        folder = Path(stage) / f"v{version:03d}"
-        writer = open_writer(fmt, folder, name, shot.media.width, shot.media.height, shot.rate,
+    version = next_version(store, shot.shot_id)
+    with store.writing_dir(layout.version_folder(shot.shot_id, version)) as folder:
+        writer = open_writer(fmt, folder, shot.shot_id, version, shot.media.width, shot.media.height, shot.rate,
                              shot.source_range.timecode())
         plates = read_frames(shot.media.path, shot.file_start, n)
         try:
             for t, (src, mask) in enumerate(zip(plates, prepared.mask_frames())):
                 out = composite(src, stitched.frame(t), mask[roi.slices()], roi, feather)
-                keep_max = max(keep_max, _keep_region_change(src, out, mask, roi, feather))
                 writer.write(out)
                 if t in sample:
-                    pairs.append((FIRST_FRAME + t, src, out))
+                    pairs.append((layout.FIRST_FRAME + t, src, out))
                 if progress is not None:
                     progress((t + 1) / n)
         finally:
             writer.close()
-        contact_name = f"{name}_contact.png"
-        contact_sheet(pairs, folder / contact_name)
-        for f in sorted(folder.iterdir()):
-            if f.name != contact_name:
-                digest.update(sha256_file(f).encode())
-        while True:  # another process may publish the same version first: take the next one
-            try:
-                store.publish_dir(f"shots/{shot.shot_id}/v{version:03d}", folder)
-                break
-            except StoreError:
-                old_name = name
-                version = next_version(store, shot.shot_id)
-                name = version_name(shot.shot_id, version)
-                renamed = folder.with_name(f"v{version:03d}")
-                folder.rename(renamed)
-                folder = renamed
-                for f in folder.iterdir():
-                    f.rename(f.with_name(f.name.replace(old_name, name)))
-                contact_name = f"{name}_contact.png"
-    vkey = f"shots/{shot.shot_id}/v{version:03d}"
-    output_key = f"{vkey}/{name}.mov" if fmt == "prores" else vkey
-    log.info("shot %s: published %s (%d frames, keep-region max diff %d)", shot.shot_id, store.uri(output_key),
-             n, keep_max)
-    return Deliverable(shot.shot_id, version, output_key, fmt, FIRST_FRAME, n, digest.hexdigest(),
-                       f"{vkey}/{contact_name}", keep_max)
+        contact = layout.contact_sheet(shot.shot_id, version)
+        contact_sheet(pairs, folder / contact)
+        files = sorted(f for f in folder.iterdir() if f.name != contact)
+        digest = files_sha256(files)
+        report = _qc(prepared, folder / _delivered_name(shot.shot_id, version, fmt), qc_every)
+    vkey = layout.version_folder(shot.shot_id, version)
+    output_key = layout.deliverable(shot.shot_id, version, fmt)
+    log.info("shot %s: published %s (%d frames); QC on %d delivered frames: keep-region max diff %g (%s)",
+             shot.shot_id, store.uri(output_key), n, report.frames_checked, report.keep_max_diff, report.precision)
+    return Deliverable(shot.shot_id, version, output_key, fmt, layout.FIRST_FRAME, n, digest,
+                       f"{vkey}/{contact}", fmt in LOSSY, report)
+
+
+def _delivered_name(shot_id: str, version: int, fmt: str) -> str:
+    return layout.movie_file(shot_id, version) if fmt == "prores" else layout.frame_pattern(shot_id, version, fmt)
+
+
+def _qc(prepared: PreparedShot, delivered: Path, every: int) -> qc.QcReport:
+    """Read the written files back and compare their keep region with the source."""
+    shot = prepared.shot
+    offsets = qc.frames_to_check(shot.frames, every)
+    source = _frames_at(shot.media.path, shot.file_start, offsets)
+    written = _frames_at(str(delivered), 0, offsets)
+    masks = qc.pick(prepared.mask_frames(), offsets)
+    return qc.check_delivery(zip(source, written, masks), prepared.roi, feather_px(prepared))
+
+
+def _frames_at(path: str, start: int, offsets: list[int]) -> Iterator[np.ndarray]:
+    """Frames start+t for t in `offsets`: one stream when they are consecutive, else one seek each."""
+    if offsets == list(range(len(offsets))):
+        yield from read_frames(path, start, len(offsets))
+    else:
+        for t in offsets:
+            yield next(iter(read_frames(path, start + t, 1)))
 
 
 def conform_edit(edit_path: str, rate, deliverables: dict[str, tuple[Shot, Deliverable]],
@@ -170,7 +170,7 @@ def conform_edit(edit_path: str, rate, deliverables: dict[str, tuple[Shot, Deliv
         available = otio.opentime.TimeRange(otio.opentime.RationalTime(shot.source_range.start, r),
                                             otio.opentime.RationalTime(d.frames, r))
         folder = store.uri(d.output_key if d.output_format != "prores" else d.output_key.rsplit("/", 1)[0])
-        name = version_name(shot_id, d.version)
+        name = layout.version_name(shot_id, d.version)
         if d.output_format == "prores":
             new = otio.schema.ExternalReference(target_url=_url(store.uri(d.output_key)), available_range=available)
         else:
@@ -183,9 +183,8 @@ def conform_edit(edit_path: str, rate, deliverables: dict[str, tuple[Shot, Deliv
                                   else otio.schema.MissingReference()), f"voidbatch_v{d.version:03d}": new}
         clip.set_media_references(refs, f"voidbatch_v{d.version:03d}")  # fresh objects only: see OTIO note A.4
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(edit_path).stem) or "edit"
-    version = 1 + max((int(m.group(1)) for k in store.list("conform")
-                       if (m := re.match(rf"conform/{re.escape(stem)}_void_v(\d{{3,}})\.otio$", k))), default=0)
-    key = f"conform/{stem}_void_v{version:03d}.otio"
+    version = 1 + max((v for k in store.list("conform") if (v := layout.conform_version_of(k, stem))), default=0)
+    key = layout.conform_file(stem, version)
     store.put_bytes(key, otio.adapters.write_to_string(timeline, "otio_json").encode(), mode="create")
     return key
 

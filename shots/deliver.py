@@ -1,7 +1,8 @@
 """Deliverable writers: PNG/EXR sequences from frame 1001, or ProRes 4444 .mov with source timecode.
 
-Writers put files in a local staging folder; the caller publishes the folder as an immutable
-version (`ArtifactStore.publish_dir`), so an interrupted render never looks like a finished one.
+Writers put files in a staging folder (`ArtifactStore.writing_dir`) that lands as an immutable version
+in one step, so an interrupted render never looks like a finished one. File names come from
+`storage.layout`.
 EXR frames hold display-referred code values / 255 in half float, not scene-linear light.
 """
 from __future__ import annotations
@@ -16,12 +17,29 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-FIRST_FRAME = 1001
+from storage import layout
+from storage.layout import FIRST_FRAME
+from storage.store import ArtifactStore, DiskFull
+
 FORMATS = ("png", "exr", "prores")
+LOSSY = ("prores",)  # formats whose keep pixels come back close to the source, not equal
+# Upper estimates of the encoded size of a pixel, for the free-space check before a render.
+BYTES_PER_PIXEL = {"png": 3.0, "exr": 6.0, "prores": 2.0}
 
 
-def version_name(shot_id: str, version: int) -> str:
-    return f"{shot_id}_void_v{version:03d}"
+def estimate_bytes(fmt: str, width: int, height: int, frames: int) -> int:
+    """About how many bytes a version of this size takes (erring large)."""
+    return int(BYTES_PER_PIXEL[fmt] * width * height * frames) + (1 << 20)
+
+
+def check_free_space(store: ArtifactStore, shot_id: str, fmt: str, width: int, height: int, frames: int) -> None:
+    """Refuse to start a render that cannot fit: DiskFull names the disk and the sizes."""
+    free = store.free_bytes()
+    need = estimate_bytes(fmt, width, height, frames)
+    if free is not None and free < need:
+        raise DiskFull(f"shot {shot_id}: not enough free space on {store.disk()} for a {fmt} version of "
+                       f"{frames} frames at {width}x{height}: needs about {need / 1e6:.0f} MB, "
+                       f"{free / 1e6:.0f} MB free")
 
 
 def ffmpeg_exe() -> str:
@@ -35,7 +53,7 @@ def ffmpeg_exe() -> str:
 
 
 class SequenceWriter:
-    """`{name}.{frame:04d}.{ext}` files from `first_frame` on, encoded on two threads.
+    """`{shot}_void_v{NNN}.{frame:04d}.png` files from `first_frame` on, encoded on two threads.
 
     PNG/EXR encoding is the slowest step of a conform (cv2 releases the GIL while it compresses),
     so frames are handed to a small pool with a bounded backlog: memory stays a few frames.
@@ -43,10 +61,8 @@ class SequenceWriter:
 
     BACKLOG = 4
 
-    def __init__(self, folder: Path, name: str, fmt: str = "png", first_frame: int = FIRST_FRAME):
-        if fmt != "png":
-            raise ValueError(f"SequenceWriter writes png, got {fmt!r} (EXR: ExrWriter)")
-        self.folder, self.name, self.fmt, self.frame = Path(folder), name, fmt, first_frame
+    def __init__(self, folder: Path, shot_id: str, version: int, first_frame: int = FIRST_FRAME):
+        self.folder, self.shot_id, self.version, self.frame = Path(folder), shot_id, version, first_frame
         self.first_frame = first_frame
         self.folder.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="frame-writer")
@@ -55,7 +71,7 @@ class SequenceWriter:
     def write(self, rgb: np.ndarray) -> None:
         while len(self._pending) >= self.BACKLOG:
             self._pending.popleft().result()  # re-raises a failed write here, in the caller
-        path = self.folder / f"{self.name}.{self.frame:04d}.{self.fmt}"
+        path = self.folder / layout.frame_file(self.shot_id, self.version, self.frame, "png")
         self._pending.append(self._pool.submit(self._encode, path, rgb))
         self.frame += 1
 
@@ -71,21 +87,18 @@ class SequenceWriter:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    @property
-    def pattern(self) -> str:
-        return f"{self.name}.####.{self.fmt}"
-
 
 class ExrWriter:
     """Half-float, zip-compressed EXR frames through PyAV's encoder (this OpenCV build has no EXR)."""
 
-    def __init__(self, folder: Path, name: str, width: int, height: int, rate: Fraction,
+    def __init__(self, folder: Path, shot_id: str, version: int, width: int, height: int, rate: Fraction,
                  first_frame: int = FIRST_FRAME):
         import av
 
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.folder / f"{name}.%04d.exr"), "w", format="image2",
+        pattern = layout.frame_pattern(shot_id, version, "exr").replace("####", "%04d")
+        self._container = av.open(str(self.folder / pattern), "w", format="image2",
                                   options={"start_number": str(first_frame)})
         self._stream = self._container.add_stream("exr", rate=rate)
         self._stream.width, self._stream.height = width, height
@@ -106,15 +119,15 @@ class ExrWriter:
             self._container.close()
 
 
-def open_writer(fmt: str, folder: Path, name: str, width: int, height: int, rate: Fraction,
+def open_writer(fmt: str, folder: Path, shot_id: str, version: int, width: int, height: int, rate: Fraction,
                 timecode: str | None):
     """The deliverable writer for `fmt`: png/exr sequences from 1001, or one ProRes .mov."""
     if fmt == "png":
-        return SequenceWriter(folder, name)
+        return SequenceWriter(folder, shot_id, version)
     if fmt == "exr":
-        return ExrWriter(folder, name, width, height, rate)
+        return ExrWriter(folder, shot_id, version, width, height, rate)
     if fmt == "prores":
-        return ProResWriter(folder / f"{name}.mov", width, height, rate, timecode)
+        return ProResWriter(folder / layout.movie_file(shot_id, version), width, height, rate, timecode)
     raise ValueError(f"unknown deliverable format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 

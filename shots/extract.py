@@ -4,11 +4,12 @@ The plate is decoded once, streaming: each frame is cropped to the ROI, scaled t
 appended to the chunks that hold it; a chunk is encoded (lossless FFV1) as soon as its last frame
 arrives, so memory holds at most two chunks at model size whatever the shot's length and
 resolution. Chunks are content-addressed (hash of their pixels), and a finished preparation is
-recorded in `prepared.json`, written last, so a rerun reuses it.
+recorded in `prepared.json`, written last, so a rerun reuses it. The preparation's key hashes the
+bytes of every plate and mask file it reads (never paths or mtimes), so a plate re-delivered in
+place is prepared again.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,15 +20,17 @@ import numpy as np
 
 from shots import quadmask as qm
 from shots.composite import KEEP, crop_resize
-from shots.media import MediaError, probe, read_frames, write_video_lossless
+from shots.media import MediaError, media_files, probe, read_frames, write_video_lossless
 from shots.plan import Chunk, plan_chunks
 from shots.roi import MODEL_SIZE, Box, choose_roi, region_bbox
 from shots.shot import Shot
+from storage import layout
+from storage.keys import PixelDigest, content_key, files_sha256
 from storage.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
-MASK_SOURCES = ("quadmask", "matte")
+MAX_REMOVE_FRACTION = 0.6  # a mask removing more of any frame than this is most likely inverted
 
 
 class ShotError(Exception):
@@ -86,13 +89,6 @@ def _mask_frames(source: str, path: str, offset: int, count: int) -> Iterator[np
             yield m
 
 
-def _file_stamp(path: str) -> str:
-    """Cheap identity of a file (or a sequence's folder) for cache keys: path, size, mtime."""
-    p = path if os.path.exists(path) else os.path.dirname(path)
-    st = os.stat(p)
-    return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
-
-
 def resolve_mask(shot: Shot) -> tuple[str, str, int]:
     """(source, path, offset) of the shot's mask; raises ShotError when it does not fit the plate."""
     ins = shot.instructions
@@ -124,30 +120,47 @@ def resolve_mask(shot: Shot) -> tuple[str, str, int]:
     return source, path, offset
 
 
-def shot_work_key(shot: Shot, mask_path: str, params: str = "") -> str:
-    ident = "|".join([_file_stamp(shot.media.path), str(shot.source_range), _file_stamp(mask_path), params])
-    return f"work/{shot.shot_id}/{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+def inputs_key(shot: Shot, source: str, mask_path: str, mask_offset: int, model_size: tuple[int, int]) -> str:
+    """The content key of a preparation: the bytes of the plate and mask frames the shot reads, and how."""
+    try:
+        plate = files_sha256(media_files(shot.media.path, shot.file_start, shot.frames))
+        mask = files_sha256(media_files(mask_path, mask_offset, shot.frames))
+    except (MediaError, OSError) as e:
+        raise ShotError(shot.shot_id, f"cannot read its inputs: {e}") from None
+    return content_key("prepared-shot", plate, shot.file_start, shot.frames, source, mask, mask_offset,
+                       list(model_size))
 
 
 def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], None] | None = None,
-                 model_size: tuple[int, int] = MODEL_SIZE) -> PreparedShot:
-    """Validate the mask, choose the ROI, and write the shot's model-size chunks to the store."""
+                 model_size: tuple[int, int] = MODEL_SIZE,
+                 max_remove_fraction: float | None = MAX_REMOVE_FRACTION) -> PreparedShot:
+    """Validate the mask, choose the ROI, and write the shot's model-size chunks to the store.
+
+    A mask that removes more than `max_remove_fraction` of any frame is refused (None: allowed):
+    an all-black or inverted matte would otherwise "remove" the whole plate and report done.
+    """
     if shot.problem:
         raise ShotError(shot.shot_id, shot.problem)
     source, mask_path, offset = resolve_mask(shot)
-    work_key = shot_work_key(shot, mask_path, f"{model_size}")
-    record_key = f"{work_key}/prepared.json"
+    work_key = layout.work_folder(shot.shot_id, inputs_key(shot, source, mask_path, offset, model_size))
+    record_key = layout.prepared_record(work_key)
     if store.exists(record_key):
         prepared = PreparedShot.from_dict(json.loads(store.get_bytes(record_key)))
         if all(store.exists(c.plate_key) and store.exists(c.mask_key) for c in prepared.chunks):
             log.info("shot %s: reusing prepared chunks in %s", shot.shot_id, store.uri(work_key))
             return prepared
 
-    # Pass 1 over the mask: where is anything removed or affected?
+    # Pass 1 over the mask: where is anything removed or affected, and is it plausible?
     union = None
-    for m in _mask_frames(source, mask_path, offset, shot.frames):
+    for t, m in enumerate(_mask_frames(source, mask_path, offset, shot.frames)):
         region = m != KEEP
         union = region if union is None else (union | region)
+        removed = float(np.count_nonzero(m <= qm.OVERLAP)) / m.size
+        if max_remove_fraction is not None and removed > max_remove_fraction:
+            raise ShotError(shot.shot_id, f"{source} {mask_path} removes {removed:.0%} of shot frame {t} (media "
+                                          f"frame {offset + t}): more than {max_remove_fraction:.0%} means the mask "
+                                          "is probably inverted (the object must be black, 0); pass "
+                                          "--allow-large-mask if that much really goes")
     bbox = region_bbox(union) if union is not None else None
     if bbox is None:
         raise NothingToRemove(shot.shot_id, f"{source} {mask_path} keeps every pixel: nothing to remove")
@@ -172,22 +185,21 @@ def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], N
 
 
 def _write_chunks(shot, chunks, plates, masks, roi, full, model_size, store, work_key, progress):
-    open_frames: dict[int, tuple[list, list, "hashlib._Hash"]] = {}
+    open_frames: dict[int, tuple[list, list, PixelDigest]] = {}
     rate = shot.rate
     for t, (plate, mask) in enumerate(zip(plates, masks)):
         small = plate if full else crop_resize(plate, roi, model_size)
         small_mask = qm.resize_mask(mask[roi.slices()], model_size)
         for c in chunks:
             if c.start <= t < c.end:
-                frames, mframes, h = open_frames.setdefault(c.index, ([], [], hashlib.sha256()))
+                frames, mframes, h = open_frames.setdefault(c.index, ([], [], PixelDigest()))
                 frames.append(small)
                 mframes.append(small_mask)
-                h.update(small.tobytes())
-                h.update(small_mask.tobytes())
+                h.update(small)
+                h.update(small_mask)
             if t == c.end - 1:
                 frames, mframes, h = open_frames.pop(c.index)
-                plate_key = f"{work_key}/c{c.index:03d}.plate.mkv"
-                mask_key = f"{work_key}/c{c.index:03d}.quadmask.mkv"
+                plate_key, mask_key = layout.chunk_plate(work_key, c.index), layout.chunk_mask(work_key, c.index)
                 with store.writing(plate_key) as tmp:
                     write_video_lossless(tmp, frames, rate)
                 with store.writing(mask_key) as tmp:

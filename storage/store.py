@@ -9,32 +9,34 @@ on object stores a single `pipe_file` (one PUT) is atomic by nature.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import errno
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from storage.atomic import atomic_path, is_partial, write_atomic
+from storage.keys import content_key, short
+
+COMPLETE = "_COMPLETE"  # written last into a folder published to an object store
+
 
 class StoreError(Exception):
     """A store operation failed; the message names the URI."""
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+class DiskFull(OSError):
+    """Not enough room on the output disk; the message names the disk (an ENOSPC OSError)."""
 
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
 
-def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def _clean_key(key: str) -> str:
@@ -49,13 +51,18 @@ def _clean_key(key: str) -> str:
 class ArtifactStore:
     """Artifacts under `root_uri`; `local_cache` holds downloaded copies of remote artifacts."""
 
-    def __init__(self, root_uri: str, storage_options: dict | None = None, local_cache: str | None = None):
+    def __init__(self, root_uri: str, storage_options: dict | None = None, local_cache: str | None = None,
+                 create: bool = True):
+        """`create=False` never makes the root (readers such as `status` must not create what they read)."""
         self.root_uri = str(root_uri)
         self.fs, root = fsspec.core.url_to_fs(self.root_uri, **(storage_options or {}))
         self.root = root.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, LocalFileSystem)
-        if self.is_local:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+        if self.is_local and create:
+            try:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot use {self.root_uri} as the output folder: {e.strerror or e}") from None
         self._cache = Path(local_cache or tempfile.gettempdir()) / "voidbatch-cache"
 
     def __repr__(self) -> str:
@@ -84,6 +91,24 @@ class ArtifactStore:
             raise StoreError(f"{uri} is not inside the store root {self.root_uri}")
         return p[len(prefix):]
 
+    def disk(self) -> str:
+        """Where the output lives, for messages: the mount point of a local root, else the URI."""
+        if not self.is_local:
+            return self.root_uri
+        p = Path(self.root).resolve()
+        while not p.exists() or not os.path.ismount(p):
+            p = p.parent
+        return str(p)
+
+    def free_bytes(self) -> int | None:
+        """Free space for the output folder (None for object stores, which do not fill up this way)."""
+        if not self.is_local:
+            return None
+        p = Path(self.root)
+        while not p.exists():
+            p = p.parent
+        return shutil.disk_usage(p).free
+
     # -- reading -------------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
         return self.fs.exists(self.path(key))
@@ -95,13 +120,13 @@ class ArtifactStore:
             raise StoreError(f"no artifact at {self.uri(key)}") from e
 
     def list(self, prefix: str = "") -> list[str]:
-        """Keys of finished files under `prefix`, sorted (temp '.partial' and hidden files are not listed)."""
+        """Keys of finished files under `prefix`, sorted (temp, hidden and `_COMPLETE` marker files are not listed)."""
         base = self.path(prefix) if prefix else self.root
         if not self.fs.exists(base):
             return []
         keys = (self.key_of(str(f)) for f in self.fs.find(base))
         names = ((k, k.rsplit("/", 1)[-1]) for k in keys)
-        return sorted(k for k, name in names if ".partial" not in name and not name.startswith("."))
+        return sorted(k for k, name in names if not is_partial(name) and not name.startswith(".") and name != COMPLETE)
 
     def local_path(self, key: str) -> str:
         """A local file holding `key`: the file itself when local, a cached download otherwise."""
@@ -110,105 +135,94 @@ class ArtifactStore:
             if not os.path.exists(p):
                 raise StoreError(f"no artifact at {p}")
             return p
-        digest = hashlib.sha1(self.uri(key).encode()).hexdigest()[:16]
+        digest = short(content_key(self.uri(key)), 16)
         target = self._cache / digest / PurePosixPath(key).name
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
             try:
-                self.fs.get_file(self.path(key), str(tmp))
+                with atomic_path(target) as tmp:
+                    self.fs.get_file(self.path(key), str(tmp))
             except FileNotFoundError as e:
                 raise StoreError(f"no artifact at {self.uri(key)}") from e
-            os.replace(tmp, target)
         return str(target)
 
     # -- writing -------------------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, mode: str = "overwrite") -> str:
         """Write `data` at `key` atomically; mode='create' refuses an existing key. Returns the URI."""
-        path = self.path(key)
-        if mode == "create" and self.fs.exists(path):
-            raise StoreError(f"refusing to overwrite {self.uri(key)}: versions are never overwritten")
+        path = self._target(key, mode)
         if self.is_local:
-            with self._local_tmp(path) as tmp:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+            try:
+                write_atomic(path, data, exclusive=mode == "create")
+            except FileExistsError:
+                raise self._exists(key) from None
         else:
             self.fs.pipe_file(path, data)
         return self.uri(key)
 
     def put_file(self, key: str, local_file: str | os.PathLike, mode: str = "overwrite") -> str:
         """Copy a finished local file to `key` atomically. Returns the URI."""
-        path = self.path(key)
-        if mode == "create" and self.fs.exists(path):
-            raise StoreError(f"refusing to overwrite {self.uri(key)}: versions are never overwritten")
-        if self.is_local:
-            if os.path.abspath(local_file) == os.path.abspath(path):
-                return path
-            with self._local_tmp(path) as tmp:
-                shutil.copyfile(local_file, tmp)
-        else:
-            self.fs.put_file(str(local_file), path)
+        with self.writing(key, mode=mode) as tmp:
+            with open(local_file, "rb") as src, open(tmp, "wb") as dst:
+                while block := src.read(1 << 22):
+                    dst.write(block)
         return self.uri(key)
 
     @contextlib.contextmanager
-    def writing(self, key: str, suffix: str | None = None) -> Iterator[str]:
+    def writing(self, key: str, suffix: str | None = None, mode: str = "overwrite") -> Iterator[str]:
         """A local temp path to write `key`'s content into; it lands at `key` only if the block succeeds.
 
         Encoders (PyAV, cv2) want a real file name with the right extension; this gives one beside
         the target for local stores (so the rename is atomic) or in the temp dir for remote ones.
         """
-        path = self.path(key)
+        path = self._target(key, mode)
         suffix = suffix if suffix is not None else PurePosixPath(key).suffix
         if self.is_local:
-            with self._local_tmp(path, suffix) as tmp:
-                yield tmp
-        else:
-            fd, tmp = tempfile.mkstemp(suffix=f".partial{suffix}")
-            os.close(fd)
             try:
-                yield tmp
-                self.fs.put_file(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(tmp)
+                with atomic_path(path, suffix, exclusive=mode == "create") as tmp:
+                    yield str(tmp)
+            except FileExistsError:
+                raise self._exists(key) from None
+        else:
+            with tempfile.TemporaryDirectory(prefix="voidbatch-") as folder:
+                tmp = Path(folder) / f"upload{suffix}"
+                yield str(tmp)
+                self.fs.put_file(str(tmp), path)
 
     @contextlib.contextmanager
-    def _local_tmp(self, path: str, suffix: str = "") -> Iterator[str]:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex[:12]}.partial{suffix}"
-        try:
-            yield tmp
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
+    def writing_dir(self, key: str) -> Iterator[Path]:
+        """A local folder to build `key` (a version folder) in; published in one step, never over another.
 
-    def publish_dir(self, key: str, local_dir: str | os.PathLike) -> str:
-        """Publish a finished local folder as `key` (a version folder): never over an existing one.
-
-        Locally the folder is staged beside the target and renamed in one step, so a reader never
-        sees a half-written version; remotely the files are uploaded and a `_COMPLETE` marker last.
+        Locally the folder is built beside the target under a hidden temp name and renamed, so a
+        reader never sees a half-written version and a crash leaves only a `.partial` folder (swept
+        at the next run). Remotely it is built in a temp folder and uploaded, `_COMPLETE` last.
         """
-        path = self.path(key)
-        if self.fs.exists(path):
-            raise StoreError(f"refusing to overwrite {self.uri(key)}: versions are never overwritten")
+        path = self._target(key, "create")
         if self.is_local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            staging = f"{path}.{uuid.uuid4().hex[:12]}.partial"
-            shutil.copytree(local_dir, staging)
             try:
-                os.rename(staging, path)  # fails if the target appeared meanwhile
-            except OSError:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise StoreError(f"refusing to overwrite {self.uri(key)}: versions are never overwritten")
+                with atomic_path(path, exclusive=True) as tmp:
+                    tmp.mkdir()
+                    yield tmp
+            except FileExistsError:
+                raise self._exists(key) from None
         else:
-            for f in sorted(Path(local_dir).rglob("*")):
-                if f.is_file():
-                    self.fs.put_file(str(f), f"{path}/{f.relative_to(local_dir).as_posix()}")
-            self.fs.pipe_file(f"{path}/_COMPLETE", b"")
-        return self.uri(key)
+            with tempfile.TemporaryDirectory(prefix="voidbatch-") as folder:
+                yield Path(folder)
+                if self.fs.exists(path):
+                    raise self._exists(key)
+                for f in sorted(Path(folder).rglob("*")):
+                    if f.is_file():
+                        self.fs.put_file(str(f), f"{path}/{f.relative_to(folder).as_posix()}")
+                self.fs.pipe_file(f"{path}/{COMPLETE}", b"")
+
+    def _target(self, key: str, mode: str) -> str:
+        if mode not in ("overwrite", "create"):
+            raise ValueError(f"mode must be 'overwrite' or 'create', got {mode!r}")
+        path = self.path(key)
+        if mode == "create" and self.fs.exists(path):
+            raise self._exists(key)
+        return path
+
+    def _exists(self, key: str) -> StoreError:
+        return StoreError(f"refusing to overwrite {self.uri(key)}: versions are never overwritten")
 
     def remove(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -1,41 +1,70 @@
-"""Tasks over the whole edit: plan the shots, write the conformed edit."""
+"""Tasks over the whole edit: plan its shots, record what the batch set out to do, conform the edit."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from shots import conform, ingest
-from storage.store import ArtifactStore
+from shots.shot import Shot
+from storage import layout, manifest
+from storage.store import ArtifactStore, StoreError
+from tasks.outcome import ShotOutcome, deliverable_from_row, utcnow
+from tasks.spec import IngestSpec, RunSpec
 
 
 @task(name="plan-edit", cache_policy=NO_CACHE)
-def plan_edit(edit: str, options) -> list:
+def plan_edit(edit: str, spec: IngestSpec) -> list[Shot]:
     """Every video clip of the edit as a Shot; flagged ones carry removal instructions."""
-    shots = ingest.ingest(edit, options.ingest_options())
+    shots = ingest.ingest(edit, spec.options())
     get_run_logger().info("%s: %d clips, %d flagged", edit, len(shots), sum(s.flagged for s in shots))
     return shots
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """What a batch was asked to do (`runs/{run_id}.json`): the edit, the whole spec, its shots and attempts."""
+
+    run_id: str
+    edit: str
+    spec: RunSpec
+    attempts: dict[str, int]
+
+    def to_json(self) -> bytes:
+        return json.dumps({"run_id": self.run_id, "edit": self.edit, "spec": self.spec.model_dump(mode="json"),
+                           "attempts": self.attempts, "started": utcnow().isoformat()}, indent=1).encode()
+
+
+def read_run(store: ArtifactStore, run_id: str) -> RunRecord:
+    """The record of an earlier batch in this output folder."""
+    try:
+        doc = json.loads(store.get_bytes(layout.run_record(run_id)))
+    except (StoreError, ValueError) as e:
+        raise StoreError(f"cannot read the record of batch {run_id} in {store.root_uri}: {e}") from None
+    return RunRecord(doc["run_id"], doc["edit"], RunSpec.model_validate(doc["spec"]), doc["attempts"])
+
+
+@task(name="start-run", cache_policy=NO_CACHE)
+def start_run(store: ArtifactStore, run_id: str, edit: str, spec: RunSpec, shots: list[Shot]) -> dict[str, int]:
+    """Record the batch and a `planned` row per shot before any work, so a killed batch is accounted for.
+
+    Returns each shot's attempt number (one more than its last in this output folder).
+    """
+    manifest.reserve_space(store)
+    attempts = manifest.next_attempts(manifest.read_shots(store), [s.shot_id for s in shots])
+    store.put_bytes(layout.run_record(run_id), RunRecord(run_id, edit, spec, attempts).to_json())
+    planned = [ShotOutcome(run_id, attempts[s.shot_id], s, edit, manifest.PLANNED, started_at=utcnow()) for s in shots]
+    manifest.record(store, shots=[o.shot_row(store) for o in planned])
+    return attempts
+
+
 @task(name="conform-edit", cache_policy=NO_CACHE)
-def conform_edit(edit: str, options, delivered: dict) -> str | None:
-    """The input edit with each processed clip pointing at its new version; None if nothing was made."""
+def conform_edit(edit: str, spec: RunSpec, store: ArtifactStore, shots: list[Shot]) -> str | None:
+    """The edit with every processed clip pointing at its latest good version (from any batch); None if none."""
+    good = manifest.latest_good(store)
+    delivered = {s.shot_id: (s, deliverable_from_row(good[s.shot_id], store)) for s in shots if s.shot_id in good}
     if not delivered:
         return None
-    store = ArtifactStore(options.out)
-    return store.uri(conform.conform_edit(edit, options.edit_rate, delivered, store))
-
-
-@task(name="record-run", cache_policy=NO_CACHE)
-def record_run(run_id: str, edit: str, options) -> str:
-    """Keep what a batch was asked to do, so `rerun` can repeat it for the shots that failed."""
-    store = ArtifactStore(options.out)
-    return store.put_bytes(f"runs/{run_id}.json", json.dumps({"edit": edit, "options": options.to_dict()},
-                                                            indent=1).encode())
-
-
-def read_run(out: str, run_id: str) -> tuple[str, dict]:
-    """(edit, options) of an earlier batch in `out`."""
-    doc = json.loads(ArtifactStore(out).get_bytes(f"runs/{run_id}.json"))
-    return doc["edit"], doc["options"]
+    return store.uri(conform.conform_edit(edit, spec.ingest.edit_rate, delivered, store))

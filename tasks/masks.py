@@ -8,17 +8,18 @@ from prefect.cache_policies import NO_CACHE
 
 from model.masks import batch
 from storage.store import ArtifactStore
+from tasks.spec import MaskSpec
 
 
 @task(name="build-mask", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
       task_run_name="mask-{shot.shot_id}")
-def build_mask(shot, out: str, segmenter: str, reasoner: str, sam2_dir: str | None, progress=None):
+def build_mask(shot, store: ArtifactStore, masks: MaskSpec, progress=None):
     """(shot pointing at its generated quadmask, mask result, mask URI)."""
-    store = ArtifactStore(out)
-    key, result, reused = batch.shot_quadmask(shot, store, segmenter, reasoner, sam2_dir, progress=progress)
-    log = get_run_logger()
-    log.info("shot %s: quadmask %s (%s + %s%s)%s", shot.shot_id, store.uri(key), result.source, result.reasoner,
-             ", degraded: " + result.reason if result.degraded else "", " reused" if reused else "")
+    key, result, reused = batch.shot_quadmask(shot, store, masks.segmenter, masks.reasoner, masks.sam2_dir,
+                                              progress=progress)
+    get_run_logger().info("shot %s: quadmask %s (%s + %s%s)%s", shot.shot_id, store.uri(key), result.source,
+                          result.reasoner, ", degraded: " + result.reason if result.degraded else "",
+                          " reused" if reused else "")
     # the written mask covers exactly the shot: its frame 0 is the shot's first media frame
     ins = replace(shot.instructions, quadmask=store.local_path(key), mask_start_frame=shot.file_start, matte=None)
     return replace(shot, instructions=ins), result, store.uri(key)

@@ -4,7 +4,7 @@ The fast tests read the files. The slow one runs the studio recipe against a rea
 start` on a loopback port: pools from deploy/setup_pools.sh, automations with a local webhook,
 `prefect --no-prompt deploy --all`, a process worker that is SIGKILLed (with the flow run it
 started, as when a host dies) in the middle of a chunk, a retry that finishes the batch with exactly
-one version per shot, the `process-shot` deployment through `flows.gpu_shot.dispatch_shots`, and
+one version per shot, the `process-shot` deployment through `flows.dispatch.dispatch_shots`, and
 `rerun-failed` as a deployment. Every process it starts is stopped by PID in a `finally`.
 """
 from __future__ import annotations
@@ -57,17 +57,28 @@ def test_prefect_yaml_deployments():
     assert edit["work_pool"]["name"] == "cpu" and rerun["work_pool"]["name"] == "cpu"
     nightly = edit["schedules"][0]
     assert nightly == doc["definitions"]["schedules"]["nightly"] and nightly["timezone"] and nightly["cron"]
-    assert shot["entrypoint"] == "flows/gpu_shot.py:gpu_shot" and shot["work_pool"]["name"] == "a100"
+    assert shot["entrypoint"] == "flows/process_shot.py:process_shot" and shot["work_pool"]["name"] == "a100"
     assert {"gpu_count", "image", "model_dir"} <= set(shot["work_pool"]["job_variables"])
     assert rerun["entrypoint"] == "flows/rerun_failed.py:rerun_failed"
     for dep in deps.values():  # parameters a flow does not take would fail every run
         flow = _flow_of(dep["entrypoint"])
         assert set(dep.get("parameters") or {}) <= set(inspect.signature(flow.fn).parameters), dep["name"]
     assert _flow_of(shot["entrypoint"]).name == "process-shot"  # run_deployment("process-shot/process-shot")
-    shot_params = set(inspect.signature(_flow_of(shot["entrypoint"]).fn).parameters)
-    from flows.process_shot import process_shot
+    from flows.dispatch import ShotJob
 
-    assert shot_params == set(inspect.signature(process_shot.fn).parameters)
+    shot_params = set(inspect.signature(_flow_of(shot["entrypoint"]).fn).parameters)
+    assert set(ShotJob.parameters.fget(_job())) <= shot_params  # what the batch sends, the flow takes
+    assert set(edit["parameters"]) == {"edit", "spec"} and set(edit["parameters"]["spec"]) == {"out"}
+
+
+def _job():
+    from flows.dispatch import ShotJob
+    from shots.frames import FrameRange
+    from shots.shot import Shot
+    from tasks.spec import RunSpec
+
+    r = FrameRange(0, 10, 24)
+    return ShotJob(Shot("sh010", "sh010", "V1", 0, r.rate, r, r, (0, 0)), "/e.otio", RunSpec(out="/o"), "run-1", 1)
 
 
 def _render(template: dict, values: dict) -> dict:
@@ -144,44 +155,31 @@ def small_edit(tmp_path_factory):
     return edit, {s.clip_name: s for s in samples}
 
 
-def test_dispatch_records_a_failure_for_a_run_that_left_no_row(small_edit, tmp_path):
-    """A GPU run that crashed (its pod died) recorded nothing: the batch records the failure for rerun-failed."""
-    from flows.gpu_shot import _outcome, shot_job
-    from shots import ingest
-    from storage import manifest
-    from storage.store import ArtifactStore
-    from tasks.options import RunOptions
+def test_dispatch_gives_a_failed_outcome_for_a_run_that_returned_none():
+    """A GPU run that crashed (its pod died) returned nothing: the batch gets a failed outcome saying so."""
+    from prefect.exceptions import MissingResult
 
-    edit, _ = small_edit
-    options = RunOptions(out=str(tmp_path / "out"))
-    shot = next(s for s in ingest.ingest(str(edit), options.ingest_options()) if s.shot_id == "sh010")
-    job = json.loads(json.dumps(shot_job(shot, options.to_dict(), "run-1", str(edit), 1)))  # through the API
+    from flows.dispatch import outcome_of
+
+    def no_result(raise_on_failure=True):
+        raise MissingResult("the process died before returning")
+
     crashed = SimpleNamespace(name="eager-otter", state=SimpleNamespace(
         name="Crashed", message="Flow run infrastructure exited with non-zero status code -9.",
-        is_final=lambda: True, is_completed=lambda: False))
-    assert _outcome(job, crashed, "process-shot/process-shot") is None
-    rows = manifest.read_shots(ArtifactStore(options.out))
-    assert [(r["shot_id"], r["run_id"], r["attempt"], r["status"]) for r in rows] == [("sh010", "run-1", 1, "failed")]
-    assert "eager-otter ended Crashed" in rows[0]["error"] and "-9" in rows[0]["error"]
-    assert manifest.latest_by_shot(rows)["sh010"]["status"] == "failed"  # what rerun-failed looks for
+        is_final=lambda: True, is_completed=lambda: False, result=no_result))
+    outcome = outcome_of(_job(), crashed, "process-shot/process-shot")
+    assert outcome.status == "failed" and outcome.run_id == "run-1" and outcome.attempt == 1
+    assert "eager-otter ended Crashed" in outcome.error and "-9" in outcome.error
 
 
-def test_gpu_shot_takes_the_pool_model_dir(monkeypatch):
-    import flows.gpu_shot as gpu_shot
+def test_process_shot_takes_the_pool_model_dir(monkeypatch):
+    from flows.process_shot import _with_pool_weights
+    from tasks.spec import BackendSpec, RunSpec
 
-    seen = {}
-
-    def fake_process_shot(*args):
-        seen["args"] = args
-        return {"row": {}}
-
-    monkeypatch.setattr(gpu_shot.process_shot, "fn", fake_process_shot)
-    monkeypatch.setattr(gpu_shot, "get_run_logger", lambda: SimpleNamespace(info=lambda *a: None))
     monkeypatch.setenv("VOIDBATCH_MODEL_DIR", "/models/void")
-    gpu_shot.gpu_shot.fn("sh010", {}, {"out": "/o", "model_dir": None}, "r", "e.otio", 2, False)
-    assert seen["args"][2]["model_dir"] == "/models/void" and seen["args"][5:] == (2, False)
-    gpu_shot.gpu_shot.fn("sh010", {}, {"out": "/o", "model_dir": "/mine"}, "r", "e.otio", 2, False)
-    assert seen["args"][2]["model_dir"] == "/mine"  # a batch that named its weights keeps them
+    assert _with_pool_weights(RunSpec(out="/o")).backend.model_dir == "/models/void"
+    mine = RunSpec(out="/o", backend=BackendSpec(model_dir="/mine"))
+    assert _with_pool_weights(mine).backend.model_dir == "/mine"  # a batch that named its weights keeps them
 
 
 # -- slow: the recipe against a real server -------------------------------------------------------
@@ -362,11 +360,11 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
     import cv2
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.gpu_shot import dispatch_shots, shot_job
+    from flows.dispatch import ShotJob, dispatch_shots
     from shots import ingest
     from storage import manifest
     from storage.store import ArtifactStore
-    from tasks.options import RunOptions
+    from tasks.spec import RunSpec
 
     edit, samples = small_edit
     out = tmp_path / "out"
@@ -398,7 +396,7 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
         _cli(env, "deploy", "--all", extra={"VOIDBATCH_NIGHTLY_EDIT": str(edit), "VOIDBATCH_NIGHTLY_OUT": str(out)})
         deps = {d["name"]: d for d in _api(server, "POST", "/deployments/filter", {})}
         assert set(deps) == {"process-edit", "process-shot", "rerun-failed"}
-        assert deps["process-edit"]["parameters"] == {"edit": str(edit), "out": str(out)}
+        assert deps["process-edit"]["parameters"] == {"edit": str(edit), "spec": {"out": str(out)}}
         assert deps["process-edit"]["tags"] == ["nightly"]
         assert deps["process-edit"]["schedules"][0]["schedule"]["cron"] == "0 1 * * *"
         assert deps["process-shot"]["work_pool_name"] == "a100"
@@ -420,7 +418,9 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
         assert _flow_run(server, batch["id"])["state"]["type"] == "RUNNING"  # a zombie: nobody reports for it
         store = ArtifactStore(str(out))
         before = {r["shot_id"]: r["status"] for r in manifest.read_shots(store)}
-        assert before == {"sh010": "done"}  # sh010 finished before the kill; sh020 was mid-chunk
+        assert before == {"sh010": "done", "sh020": "planned", "sh030": "planned"}  # sh020 was mid-chunk
+        shown = {r["shot_id"]: r["status"] for r in manifest.with_interrupted(manifest.read_shots(store))}
+        assert shown == {"sh010": "done", "sh020": "interrupted", "sh030": "interrupted"}  # what status says
         assert _versions(out, "sh020") == []
 
         # what the zombie automation does after three missed heartbeats, then the UI's Retry
@@ -439,7 +439,8 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
         assert {s: r["status"] for s, r in latest.items()} == {"sh010": "up_to_date", "sh020": "done",
                                                                "sh030": "failed"}
         assert sorted((r["shot_id"], r["attempt"], r["status"]) for r in rows) == [
-            ("sh010", 1, "done"), ("sh010", 2, "up_to_date"), ("sh020", 1, "done"), ("sh030", 1, "failed")]
+            ("sh010", 1, "done"), ("sh010", 2, "up_to_date"), ("sh020", 1, "interrupted"), ("sh020", 2, "done"),
+            ("sh030", 1, "interrupted"), ("sh030", 2, "failed")]
         for shot in ("sh010", "sh020"):
             assert _versions(out, shot) == ["v001"]  # exactly one version, no half-published leftovers
             frames = sorted((out / "shots" / shot / "v001").glob(f"{shot}_void_v001.*.png"))
@@ -469,19 +470,20 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
         # the GPU deployment: one run per shot on the a100 pool (limit 1: the second waits its turn)
         gpu_worker = _start_worker(server, "a100", "a100-0", tmp_path)
         procs.append(gpu_worker)
-        options = RunOptions(out=str(out))
-        shots = {s.shot_id: s for s in ingest.ingest(str(edit), options.ingest_options())}
-        attempts = manifest.next_attempts(store, ["sh010", "sh030"])
-        jobs = [shot_job(shots[s], options.to_dict(), retry_run, str(edit), attempts[s]) for s in ("sh010", "sh030")]
+        spec = RunSpec(out=str(out))
+        shots = {s.shot_id: s for s in ingest.ingest(str(edit), spec.ingest.options())}
+        attempts = manifest.next_attempts(manifest.read_shots(store), ["sh010", "sh030"])
+        jobs = [ShotJob(shots[s], str(edit), spec, retry_run, attempts[s]) for s in ("sh010", "sh030")]
         with temporary_settings(updates={PREFECT_API_URL: server.api}):
-            outcome = dispatch_shots(jobs, timeout=240, poll_interval=1.0)
+            outcome = dispatch_shots(jobs, store, timeout=240, poll_interval=1.0)
         timings["gpu_shots"] = time.monotonic() - t0
-        assert outcome["sh030"] is None
-        assert outcome["sh010"]["row"]["status"] == "up_to_date" and outcome["sh010"]["deliverable"]["version"] == 1
+        # the outcomes are the runs' own persisted results, read back from under the output folder
+        assert outcome["sh030"].status == "failed" and "84x48" in outcome["sh030"].error
+        assert outcome["sh010"].status == "up_to_date" and outcome["sh010"].deliverable.version == 1
         shot_runs = _api(server, "POST", "/flow_runs/filter",
                          {"deployments": {"id": {"any_": [deps["process-shot"]["id"]]}}})
-        assert sorted((r["name"], r["state"]["type"]) for r in shot_runs) == [("shot-sh010", "COMPLETED"),
-                                                                             ("shot-sh030", "FAILED")]
+        assert sorted((r["name"], r["state"]["type"]) for r in shot_runs) == [("sh010", "COMPLETED"),
+                                                                             ("sh030", "FAILED")]
         gpu_worker.stop()
 
         # rerun-failed as a deployment, with the fix for sh030 (a mask of the right size)

@@ -18,9 +18,15 @@ from shots.media import probe, read_frames, write_video_lossless
 from shots.sample_edit import score_against_truth, write_sample_edit
 from storage import manifest
 from storage.store import ArtifactStore
+from tasks.spec import BackendSpec, DeliverySpec, MaskSpec, RunSpec
 from tests.conftest import ROOT, shared
 
 pytestmark = pytest.mark.slow
+
+
+def spec(out, backend: BackendSpec = BackendSpec(), **more) -> RunSpec:
+    """A run spec for tests: QC reads back every delivered frame."""
+    return RunSpec(out=str(out), backend=backend, delivery=DeliverySpec(qc_every=1), **more)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +76,7 @@ def batch(prefect_server, generated_edit, tmp_path_factory):
 
     edit, samples = generated_edit
     out = tmp_path_factory.mktemp("out")
-    state = process_edit(edit=str(edit), out=str(out), return_state=True)
+    state = process_edit(str(edit), spec(out), return_state=True)
     return state, out, edit, samples
 
 
@@ -98,7 +104,8 @@ def test_deliverables_frames_resolution_keep_region(batch):
         masks = list(qm.read_mask_frames(sample.quadmask, 0, sample.frames))
         for s, o, m in zip(source, frames, masks):
             assert _keep_identical(s, o, m, margin=6)
-        assert row["qc_keep_max_diff"] == 0
+        assert row["qc_keep_max_diff"] == 0 and row["qc_frames_checked"] == row["frames"]
+        assert row["deliverable_lossy"] is False
         score = score_against_truth(sample, frames)
         assert score["psnr_region_db"] > 35, score
         assert Path(row["contact_sheet_uri"]).is_file()
@@ -144,7 +151,7 @@ def test_run_again_is_up_to_date_force_writes_next_version(batch):
     from flows.process_edit import process_edit
 
     _, out, edit, _ = batch
-    process_edit(edit=str(edit), out=str(out), return_state=True)
+    process_edit(str(edit), spec(out), return_state=True)
     rows = manifest.read_shots(ArtifactStore(str(out)))
     again = [r for r in rows if r["shot_id"] == "sh010"]
     assert [r["status"] for r in again] == ["done", "up_to_date"] and [r["attempt"] for r in again] == [1, 2]
@@ -155,7 +162,7 @@ def test_run_again_is_up_to_date_force_writes_next_version(batch):
     chunks = manifest.read_chunks(ArtifactStore(str(out)))
     assert sum(bool(c["cached"]) for c in chunks) == 3
 
-    process_edit(edit=str(edit), out=str(out), force=True, only_shots=["sh010"], return_state=True)
+    process_edit(str(edit), spec(out, force=True), only_shots=["sh010"], return_state=True)
     assert (Path(out) / "shots" / "sh010" / "v002").is_dir() and (Path(out) / "shots" / "sh010" / "v001").is_dir()
     assert (Path(out) / "conform" / "sample_edit_void_v002.otio").is_file()
     assert sorted(r["version"] for r in manifest.read_shots(ArtifactStore(str(out))) if r["shot_id"] == "sh010") \
@@ -195,11 +202,11 @@ def test_disk_failure_leaves_no_half_version(prefect_server, tmp_path, monkeypat
 
     monkeypatch.setattr(deliver.SequenceWriter, "write", failing_write)
     out = tmp_path / "out"
-    state = process_edit(edit=str(edit), out=str(out), return_state=True)
+    state = process_edit(str(edit), spec(out), return_state=True)
     assert state.is_failed()
     row = manifest.read_shots(ArtifactStore(str(out)))[0]
     assert row["status"] == "failed" and "No space left" in row["error"]
-    assert not (out / "shots" / "sh900").exists()  # nothing published, not even a partial version
+    assert not list(out.rglob("v0*")) and not list(out.rglob("*.partial*"))  # nothing published, not even partly
 
 
 def test_void_sample_clips(prefect_server, tmp_path):
@@ -223,7 +230,7 @@ def test_void_sample_clips(prefect_server, tmp_path):
     edit = tmp_path / "samples.otio"
     otio.adapters.write_to_file(tl, str(edit))
     out = tmp_path / "out"
-    state = process_edit(edit=str(edit), out=str(out), return_state=True)
+    state = process_edit(str(edit), spec(out), return_state=True)
     assert state.is_completed(), state.message
     rows = {r["shot_id"]: r for r in manifest.read_shots(ArtifactStore(str(out)))}
     for name in ("lime", "ducky-float"):
@@ -264,7 +271,7 @@ def test_flow_with_tiny_void_model(prefect_server, tmp_path, monkeypatch, reques
     each chunk in a child process with a hard timeout."""
     from flows.process_edit import process_edit
 
-    from tasks.shot import _gpu_child
+    from tasks.removal import _gpu_child
 
     monkeypatch.setenv("VOIDBATCH_CHUNK_TIMEOUT", "600")
     request.addfinalizer(lambda: (_gpu_child().close(), _gpu_child.cache_clear()))  # leave no child behind
@@ -273,8 +280,8 @@ def test_flow_with_tiny_void_model(prefect_server, tmp_path, monkeypatch, reques
     model_dir = write_tiny_model(tmp_path / "tiny_void")
     edit, samples = write_sample_edit(tmp_path / "e", height=96, width=168, shots=(("sh700", "static", 24, 7),))
     out = tmp_path / "out"
-    state = process_edit(edit=str(edit), out=str(out), backend="void", model_dir=str(model_dir), steps=2,
-                         model_size="64x112", return_state=True)
+    state = process_edit(str(edit), spec(out, BackendSpec(name="void", model_dir=str(model_dir), steps=2,
+                                                          model_size="64x112")), return_state=True)
     assert state.is_completed(), state.message
     row = manifest.read_shots(ArtifactStore(str(out)))[0]
     assert row["status"] == "done" and row["backend"] == "void" and "steps2" in row["backend_version"]
@@ -302,9 +309,13 @@ def test_masks_from_clicks_reviewed_then_reused(prefect_server, tmp_path):
     otio.adapters.write_to_file(tl, str(edit))
     out = tmp_path / "out"
     os.environ.pop("GEMINI_API_KEY", None)
-    rows = generate_masks(edit=str(edit), out=str(out), segmenter="classical", reasoner="auto")
+    masks = MaskSpec(segmenter="classical", reasoner="auto")
+    rows = generate_masks(str(edit), spec(out, masks=masks))
     assert [(r["shot_id"], r["status"]) for r in rows] == [("sh800", "degraded")]
-    mask_file = Path(rows[0]["mask"])
+    recorded = manifest.read_masks(ArtifactStore(str(out)))  # the mask is in the manifest, with how it was made
+    assert [(r["shot_id"], r["mask_source"], r["mask_reasoner"]) for r in recorded] == [
+        ("sh800", "classical", "heuristic")] and "heuristic" in recorded[0]["mask_degraded_reason"]
+    mask_file = Path(rows[0]["quadmask_uri"])
     assert mask_file.is_file() and list(mask_file.parent.glob("*_mask_preview.mp4"))
     built = mask_file.stat().st_mtime_ns
     generated = np.stack(list(qm.read_mask_frames(mask_file, 0, 40)))
@@ -312,7 +323,7 @@ def test_masks_from_clicks_reviewed_then_reused(prefect_server, tmp_path):
     obj_truth, obj_gen = truth == 0, np.isin(generated, (0, 63))
     assert (obj_truth & obj_gen).sum() / obj_truth.sum() > 0.8  # the ball is covered on every frame
 
-    state = process_edit(edit=str(edit), out=str(out), segmenter="classical", reasoner="auto", return_state=True)
+    state = process_edit(str(edit), spec(out, masks=masks), return_state=True)
     assert state.is_completed(), state.message
     row = manifest.read_shots(ArtifactStore(str(out)))[0]
     assert row["status"] == "degraded" and row["mask_source"] == "classical" and row["mask_reasoner"] == "heuristic"
@@ -330,8 +341,8 @@ def test_flow_two_passes_with_tiny_void_model(prefect_server, tmp_path):
     model_dir = write_tiny_model(tmp_path / "tiny_void")
     edit, _ = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(("sh750", "pan", 230, 5),))
     out = tmp_path / "out"
-    state = process_edit(edit=str(edit), out=str(out), backend="void", model_dir=str(model_dir), steps=1,
-                         passes=2, model_size="64x112", return_state=True)
+    state = process_edit(str(edit), spec(out, BackendSpec(name="void", model_dir=str(model_dir), steps=1, passes=2,
+                                                          model_size="64x112")), return_state=True)
     assert state.is_completed(), state.message
     row = manifest.read_shots(ArtifactStore(str(out)))[0]
     assert row["status"] == "done" and row["passes"] == 2 and "pass2" in row["backend_version"]

@@ -94,11 +94,17 @@ def test_pipeline_on_roi_crop(small_object_plate, tmp_path):
     assert not roi.is_full(1280, 720) and roi.width >= 672  # cropped at full resolution, not squeezed
     assert roi.x0 > 400 and roi.x1 == 1280  # around the action on the right
     backend = ClassicalBackend()
-    results = [remove_chunk(c, backend, store, prepared.work_key, shot.shot_id, rate=24) for c in prepared.chunks]
-    again = [remove_chunk(c, backend, store, prepared.work_key, shot.shot_id, rate=24) for c in prepared.chunks]
+    results = [remove_chunk(c, backend.identity, lambda: backend, store, prepared.work_key, shot.shot_id, rate=24)
+               for c in prepared.chunks]
+
+    def never_loaded():
+        raise AssertionError("a stored result must be reused without loading the backend")
+
+    again = [remove_chunk(c, backend.identity, never_loaded, store, prepared.work_key, shot.shot_id, rate=24)
+             for c in prepared.chunks]
     assert all(r.cached for r in again) and [r.output_key for r in again] == [r.output_key for r in results]
     d = conform_shot(prepared, {r.chunk_index: r.output_key for r in results}, store, "png")
-    assert d.keep_max_diff == 0 and d.version == 1 and d.frames == 40
+    assert d.qc.keep_max_diff == 0 and d.qc.frames_checked == 40 and d.version == 1 and d.frames == 40
     out = np.stack(list(read_frames(f"{store.path(d.output_key)}/sh100_void_v001.####.png", 0, 40)))
     outside = np.ones((720, 1280), bool)
     outside[roi.slices()] = False
@@ -140,7 +146,7 @@ def test_deliverable_formats(tmp_path, fmt):
     from shots.media import probe
 
     frames = list(make_scene("pan", 3, 36, 64, seed=2).plate)
-    w = open_writer(fmt, tmp_path, "sh_void_v001", 64, 36, Fraction(24000, 1001), "01:00:10:00")
+    w = open_writer(fmt, tmp_path, "sh", 1, 64, 36, Fraction(24000, 1001), "01:00:10:00")
     for f in frames:
         w.write(f)
     w.close()
@@ -154,3 +160,51 @@ def test_deliverable_formats(tmp_path, fmt):
         assert names == [f"sh_void_v001.{n}.{fmt}" for n in (1001, 1002, 1003)]
         back = list(read_frames(tmp_path / f"sh_void_v001.####.{fmt}", 0, 3))
         assert all(np.array_equal(a, b) for a, b in zip(back, frames))  # 8-bit values survive half floats
+
+
+def test_one_backend_never_runs_two_chunks_at_once(small_object_plate, tmp_path):
+    """Two chunk threads share one loaded backend: the second waits for the first (RAFT and the swapped
+    transformer weights are per-chunk state; sharing them crashed `make test` under load)."""
+    import threading
+
+    from model.backend import BackendIdentity, exclusive
+
+    edit, *_ = small_object_plate
+    shot = ingest(edit, IngestOptions(handles=4))[0]
+    store = ArtifactStore(str(tmp_path / "out"))
+    chunk = prepare_shot(shot, store).chunks[0]
+    log, entered, release = [], threading.Event(), threading.Event()
+
+    class Blocking:
+        name, version, device = "blocking", "1", "cpu"
+        identity = BackendIdentity("blocking", "1")
+
+        def remove(self, request, progress=None):
+            log.append("enter")
+            if len(log) == 1:
+                entered.set()
+                assert release.wait(120)
+            log.append("exit")
+            return request.frames.copy()
+
+    backend = Blocking()
+    errors = []
+
+    def run(seed):
+        try:
+            remove_chunk(chunk, backend.identity, lambda: backend, store, "work/x", shot.shot_id, base_seed=seed,
+                         rate=24)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    first = threading.Thread(target=run, args=(1,))
+    first.start()
+    assert entered.wait(120)
+    second = threading.Thread(target=run, args=(2,))  # another seed: another key, nothing cached
+    second.start()
+    assert exclusive(backend).wait_for_waiters(1, timeout=120)  # the second chunk queues for the backend
+    assert log == ["enter"]
+    release.set()
+    first.join(120)
+    second.join(120)
+    assert not errors and log == ["enter", "exit", "enter", "exit"]

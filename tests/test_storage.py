@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import manifest
+from storage import layout, manifest
 from storage.store import ArtifactStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,15 +58,20 @@ def test_writing_context_lands_only_on_success(store, tmp_path):
     assert store.list("chunks") == ["chunks/c0.mkv"]
 
 
-def test_publish_dir_is_never_overwritten(tmp_path):
-    store = ArtifactStore(str(tmp_path / "out"))
-    src = tmp_path / "stage"
-    src.mkdir()
-    (src / "f.1001.png").write_bytes(b"x")
-    store.publish_dir("shots/a/v001", src)
+def test_version_folder_is_never_overwritten(store):
+    with store.writing_dir("shots/a/v001") as folder:
+        (folder / "f.1001.png").write_bytes(b"x")
+        assert not store.exists("shots/a/v001/f.1001.png")  # nothing shows until the folder lands
     assert store.exists("shots/a/v001/f.1001.png")
-    with pytest.raises(StoreError):
-        store.publish_dir("shots/a/v001", src)
+    with pytest.raises(StoreError, match="never overwritten"):
+        with store.writing_dir("shots/a/v001") as folder:
+            (folder / "f.1001.png").write_bytes(b"y")
+    assert store.get_bytes("shots/a/v001/f.1001.png") == b"x"
+    with pytest.raises(RuntimeError):
+        with store.writing_dir("shots/a/v002") as folder:
+            (folder / "f.1001.png").write_bytes(b"half")
+            raise RuntimeError("render died")
+    assert not store.exists("shots/a/v002") and store.list("shots/a") == ["shots/a/v001/f.1001.png"]
 
 
 def _row(shot, status="done", attempt=1, run="r1"):
@@ -103,7 +108,7 @@ def test_manifest_schema_version_checked(store):
 
     buf = io.BytesIO()
     pq.write_table(pa.table({"shot_id": ["a"]}), buf)
-    store.put_bytes(manifest.SHOTS_FILE, buf.getvalue())
+    store.put_bytes(layout.SHOTS_MANIFEST, buf.getvalue())
     with pytest.raises(manifest.ManifestError, match="schema version"):
         manifest.read_shots(store)
 
@@ -132,8 +137,108 @@ def test_manifest_write_killed_midway_leaves_old_intact(tmp_path):
     time.sleep(2.5)  # several rewrites are in flight by now
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    rows = manifest.read_shots(store)  # must decode: the file is an old or new whole version
+    rows = manifest.read_shots(store)  # must decode: Parquet is an old or new whole version, the journal whole lines
     assert rows[0]["shot_id"] == "base"
-    assert len(rows) == 1 or len(rows) % 20000 == 1
+    assert all(r["status"] == "done" and r["error"] == "x" * 400 for r in rows[1:])  # no row is half there
     # leftover temp files are not taken for artifacts
-    assert store.list("manifest") == ["manifest/shots.parquet"]
+    assert set(store.list("manifest")) <= {"manifest/shots.parquet", "manifest/shots.previous.parquet",
+                                           "manifest/journal/r1.jsonl", "manifest/journal/big.jsonl"}
+
+
+def test_damaged_manifest_is_named_and_recovered(tmp_path, caplog):
+    """A truncated shots.parquet: the path is reported and the rows come back from the last good copy + journal."""
+    store = ArtifactStore(str(tmp_path / "out"))
+    manifest.record_shots(store, [_row("sh010")])
+    manifest.record_shots(store, [_row("sh020", "failed")])
+    manifest.compact(store)  # the journals are merged and gone: only Parquet and its previous copy hold rows
+    path = Path(store.path(layout.SHOTS_MANIFEST))
+    path.write_bytes(path.read_bytes()[:40])  # a copy tool died halfway
+    rows = manifest.read_shots(store)
+    assert {r["shot_id"] for r in rows} >= {"sh010"}  # the previous generation
+    assert str(path) in caplog.text and "damaged" in caplog.text
+    manifest.record_shots(store, [_row("sh030")])  # the next write repairs the file
+    assert {r["shot_id"] for r in manifest.read_shots(store)} >= {"sh010", "sh030"}
+    assert pq_reads(path)
+
+
+def pq_reads(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).num_rows > 0
+
+
+def test_journal_keeps_a_record_the_parquet_write_lost(tmp_path, monkeypatch):
+    """The Parquet merge fails (a full disk): the row is still read back from the journal, and merged later."""
+    store = ArtifactStore(str(tmp_path / "out"))
+    manifest.record_shots(store, [_row("sh010")])
+    real = manifest._merge
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(manifest, "_merge", disk_full)
+    with pytest.raises(manifest.ManifestWriteError, match="shots.parquet.*No space left.*journal"):
+        manifest.record_shots(store, [_row("sh020", "failed")])
+    assert {r["shot_id"]: r["status"] for r in manifest.read_shots(store)} == {"sh010": "done", "sh020": "failed"}
+    monkeypatch.setattr(manifest, "_merge", real)
+    assert manifest.compact(store) == 2 and store.list(layout.JOURNAL) == []
+    assert {r["shot_id"] for r in manifest.decode(store.get_bytes(layout.SHOTS_MANIFEST))} == {"sh010", "sh020"}
+
+
+def test_journal_line_cut_by_a_kill_is_skipped(tmp_path):
+    store = ArtifactStore(str(tmp_path / "out"))
+    manifest.record_shots(store, [_row("sh010")])
+    with open(store.path(layout.journal_file("r1")), "ab") as f:
+        f.write(b'{"table": "shots", "row": {"run_id": "r1", "sh')  # the writer died mid-line
+    assert [r["shot_id"] for r in manifest.read_shots(store)] == ["sh010"]
+
+
+def test_planned_rows_of_a_dead_run_read_as_interrupted():
+    rows = [{**_row("sh010", "planned"), "run_id": "dead"}, {**_row("sh020", "planned"), "run_id": "live"}]
+    shown = {r["shot_id"]: r["status"] for r in manifest.with_interrupted(rows, ["live"])}
+    assert shown == {"sh010": "interrupted", "sh020": "planned"}
+
+
+def test_output_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    from storage.lock import LockHeld, OutputLock, holder
+
+    store = ArtifactStore(str(tmp_path / "out"))
+    with OutputLock(store, "run-a"):
+        with pytest.raises(LockHeld, match=r"in use by voidbatch run run-a \(pid \d+"):
+            OutputLock(store, "run-b").acquire()
+    assert holder(store) is None  # released
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    OutputLock(store, "run-old").acquire()
+    lock_file = Path(store.path(layout.LOCK))
+    lock_file.write_text(lock_file.read_text().replace(str(os.getpid()), dead.stdout.strip()))
+    with OutputLock(store, "run-c"):  # the old holder is gone: taken over
+        assert holder(store).run_id == "run-c"
+
+
+def test_sweep_removes_what_a_killed_writer_left(tmp_path):
+    from storage.atomic import atomic_path, sweep_partials
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_path(out / "shots" / "a" / "v001", exclusive=True) as tmp:
+            tmp.mkdir()
+            (tmp / "f.1001.png").write_bytes(b"x")
+            raise RuntimeError("killed")
+    assert not list(out.rglob("*.partial*"))  # removed on the way out
+    (out / "shots" / "a" / ".v002.abc.partial").mkdir(parents=True)  # what SIGKILL leaves
+    (out / "shots" / "a" / ".v002.abc.partial" / "f.png").write_bytes(b"x")
+    assert [p.name for p in sweep_partials(out)] == [".v002.abc.partial"]
+    assert not list(out.rglob("*.partial*"))
+
+
+def test_content_keys_come_from_bytes_not_mtimes(tmp_path):
+    from storage.keys import content_key, files_sha256
+
+    a = tmp_path / "plate.0001.exr"
+    a.write_bytes(b"graded once")
+    before = files_sha256([a])
+    stat = a.stat()
+    a.write_bytes(b"graded twice")
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # re-delivered in place, old mtime restored
+    assert files_sha256([a]) != before
+    assert content_key({"a": 1, "b": [1, 2]}) == content_key({"b": [1, 2], "a": 1})

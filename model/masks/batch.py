@@ -13,14 +13,13 @@ from model import registry
 from model.masks.pipeline import AUTO, MaskResult, build_quadmask
 from model.masks.segment import ClassicalSegmenter, default_segmenter
 from shots.media import media_files
-from storage.keys import content_key, files_sha256, short
+from storage import layout
+from storage.keys import content_key, files_sha256
 from storage.store import ArtifactStore
 
 NONE = "none"
 SEGMENTER_NAMES = (AUTO, *registry.SEGMENTERS.names())
 REASONER_NAMES = (AUTO, *registry.REASONERS.names(), NONE)
-# Old names, still imported by tasks/options.py.
-SEGMENTERS, REASONERS = SEGMENTER_NAMES, REASONER_NAMES
 
 
 def needs_generated_mask(shot) -> bool:
@@ -58,14 +57,14 @@ def mask_key(shot, segmenter: str, reasoner: str) -> str:
     (a file re-delivered in place gets a new key), the ranges, the clicks and the parts that build it."""
     ins = shot.instructions
     matte_start = ins.mask_start_frame or 0
-    return short(content_key({
+    return content_key("quadmask", {
         "plate": files_sha256(media_files(shot.media.path, shot.file_start, shot.frames)),
         "range": [shot.file_start, shot.frames],
         "matte": _matte_sha256(ins.matte, shot.file_start - matte_start, shot.frames), "matte_start": matte_start,
         "points": {str(k): v for k, v in ins.points.items()},
         "negative": {str(k): v for k, v in ins.negative_points.items()},
         "boxes": {str(k): v for k, v in ins.boxes.items()}, "instruction": ins.instruction,
-        "segmenter": segmenter, "reasoner": reasoner}))
+        "segmenter": segmenter, "reasoner": reasoner})
 
 
 def _matte_sha256(matte: str | None, offset: int, frames: int) -> str | None:
@@ -80,12 +79,12 @@ def _matte_sha256(matte: str | None, offset: int, frames: int) -> str | None:
 def shot_quadmask(shot, store: ArtifactStore, segmenter: str = "auto", reasoner: str = "auto",
                   sam2_dir: str | None = None, progress=None) -> tuple[str, MaskResult, bool]:
     """(quadmask key, result, reused): build the shot's quadmask under `shots/{id}/masks/{key}/` or reuse it."""
-    base = f"shots/{shot.shot_id}/masks/{mask_key(shot, segmenter, reasoner)}"
-    mask, record = f"{base}/{shot.shot_id}_quadmask.mkv", f"{base}/result.json"
+    folder = layout.mask_folder(shot.shot_id, mask_key(shot, segmenter, reasoner))
+    mask, record = layout.mask_file(folder, shot.shot_id), layout.mask_record(folder)
     if store.exists(record) and store.exists(mask):
         return mask, MaskResult(**json.loads(store.get_bytes(record))), True
-    with store.writing(mask) as tmp_mask, store.writing(f"{base}/{shot.shot_id}_mask_preview.mp4") as tmp_prev, \
-            store.writing(f"{base}/{shot.shot_id}_mask_contact.png") as tmp_sheet:
+    with store.writing(mask) as tmp_mask, store.writing(layout.mask_preview(folder, shot.shot_id)) as tmp_prev, \
+            store.writing(layout.mask_contact(folder, shot.shot_id)) as tmp_sheet:
         result = build_quadmask(shot.media.path, shot.file_start, shot.frames, shot.rate, shot.instructions,
                                 tmp_mask, segmenter=make_segmenter(segmenter, sam2_dir),
                                 fallback_segmenter=ClassicalSegmenter(), reasoner=make_reasoner(reasoner),

@@ -1,0 +1,81 @@
+"""The chunk task, and the worker's loaded backend: weights load once per process, never just to be named.
+
+`backend_identity(spec)` names the backend without loading it (a chunk whose result is on the
+store never loads anything); `loaded_backend(spec)` loads it once per process and keeps it warm
+for the next chunk, shot after shot. A process keeps one loaded backend: asking for other settings
+releases the old one first, so two 5B models never share a GPU.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from functools import lru_cache
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from model import removal, select
+from model.backend import BackendIdentity, RemovalBackend
+from model.isolate import Isolated
+from shots.extract import ChunkInput
+from storage.store import ArtifactStore
+from tasks.spec import BackendSpec
+
+CHUNK_TIMEOUT_ENV = "VOIDBATCH_CHUNK_TIMEOUT"  # seconds; VOID chunks then run in a child process
+
+_loaded: dict[BackendSpec, RemovalBackend] = {}
+_loading = threading.Lock()
+
+
+def backend_args(spec: BackendSpec) -> tuple:
+    return spec.name, spec.model_dir, spec.steps, spec.guidance, spec.passes
+
+
+def backend_identity(spec: BackendSpec) -> BackendIdentity:
+    """Name, version and weights hash of the backend `spec` asks for, without loading it (cheap: weight
+    hashes are remembered by file identity)."""
+    return select.backend_identity(*backend_args(spec))
+
+
+def loaded_backend(spec: BackendSpec) -> RemovalBackend:
+    """The backend for `spec`, loaded on first use in this process and kept for the next chunk."""
+    with _loading:  # two chunk threads asking at once still load it once
+        if spec not in _loaded:
+            _loaded.clear()  # one model per process: release the previous one before loading another
+            _loaded[spec] = select.load_backend(*backend_args(spec))
+        return _loaded[spec]
+
+
+@task(name="remove-chunk", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+      task_run_name="remove-{shot_id}-c{chunk.chunk.index}")
+def remove_chunk(chunk: ChunkInput, shot_id: str, work_key: str, prompt: str, backend: BackendSpec,
+                 store: ArtifactStore, seed: int, rate, progress=None) -> removal.ChunkResult:
+    """One chunk through the removal backend; a stored result with the same content key is reused.
+
+    With VOIDBATCH_CHUNK_TIMEOUT set (seconds), VOID chunks run in a child process with that hard
+    timeout: a hung CUDA call is killed and the task's retry runs in a fresh child.
+    """
+    args = (chunk, shot_id, work_key, prompt, backend, store, seed, rate)
+    timeout = os.environ.get(CHUNK_TIMEOUT_ENV)
+    if not timeout or backend_identity(backend).name == "classical":
+        return _remove(*args, progress=progress)
+    return _gpu_child().call(_remove, *args, timeout=float(timeout), progress=progress,
+                             what=f"shot {shot_id} chunk {chunk.chunk.index}")
+
+
+def _remove(chunk, shot_id, work_key, prompt, backend: BackendSpec, store, seed, rate,
+            progress=None) -> removal.ChunkResult:
+    return removal.remove_chunk(chunk, backend_identity(backend), lambda: loaded_backend(backend), store, work_key,
+                                shot_id, prompt, seed, rate, progress=progress)
+
+
+@lru_cache(maxsize=1)
+def _gpu_child() -> Isolated:
+    """One child per worker process: the model loads once in it; after a timeout the next call starts afresh.
+
+    Closed at exit, or multiprocessing would wait on the (non-daemon) child when the process ends.
+    """
+    child = Isolated()
+    atexit.register(child.close)
+    return child

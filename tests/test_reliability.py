@@ -1,0 +1,142 @@
+"""Every shot accounted for, in-process on a real Prefect test server: content keys, QC of delivered files,
+degenerate masks, the morning rerun's conform.
+
+The process-level cases (a full disk, SIGTERM and SIGKILL of a real `voidbatch run`, a second run on the
+same folder) are in tests/test_cli_batch.py.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import opentimelineio as otio
+import pytest
+
+from shots import quadmask as qm
+from shots.media import read_frames, write_png_sequence
+from shots.synthetic import make_scene
+from storage import manifest
+from storage.store import ArtifactStore
+from tasks.spec import DeliverySpec, MaskSpec, RunSpec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=240):
+        yield
+
+
+def spec(out, fmt="png", **more) -> RunSpec:
+    return RunSpec(out=str(out), delivery=DeliverySpec(format=fmt, qc_every=1), **more)
+
+
+def _png_sequence_edit(folder: Path, frames: int = 24) -> tuple[Path, Path, object]:
+    """An edit whose plate is a PNG sequence (frames 1001...) with a moving ball to remove."""
+    scene = make_scene("static", frames, 64, 112, seed=11)
+    plates = folder / "plates"
+    write_png_sequence(plates / "plate.####.png", scene.plate, first_frame=1001)
+    qm.write_quadmask(folder / "mask.mkv", scene.quadmask, 24)
+    tl = otio.schema.Timeline("seq")
+    track = otio.schema.Track("V1")
+    tl.tracks.append(track)
+    ref = otio.schema.ImageSequenceReference(
+        target_url_base=str(plates) + "/", name_prefix="plate.", name_suffix=".png", start_frame=1001,
+        frame_zero_padding=4, rate=24, available_range=otio.opentime.TimeRange(
+            otio.opentime.RationalTime(1001, 24), otio.opentime.RationalTime(frames, 24)))
+    clip = otio.schema.Clip(name="sh100", media_reference=ref, source_range=otio.opentime.TimeRange(
+        otio.opentime.RationalTime(1001, 24), otio.opentime.RationalTime(frames, 24)))
+    clip.metadata["voidbatch"] = {"prompt": "empty", "quadmask": str(folder / "mask.mkv")}
+    track.append(clip)
+    otio.adapters.write_to_file(tl, str(folder / "seq.otio"))
+    return folder / "seq.otio", plates, scene
+
+
+def test_plate_regraded_in_place_is_rendered_again(prefect_server, tmp_path):
+    """A PNG plate re-delivered under the same names, old mtimes restored, is not `up_to_date`."""
+    from flows.process_edit import process_edit
+
+    edit, plates, scene = _png_sequence_edit(tmp_path)
+    out = tmp_path / "out"
+    assert process_edit(str(edit), spec(out), return_state=True).is_completed()
+    files = sorted(plates.glob("*.png"))
+    stamps = {f: f.stat() for f in files}
+    folder_stamp = plates.stat()
+    for f in files:  # the regrade: every frame 30 codes brighter, same names
+        img = cv2.imread(str(f))
+        cv2.imwrite(str(f), cv2.add(img, 30))
+        os.utime(f, ns=(stamps[f].st_atime_ns, stamps[f].st_mtime_ns))
+    os.utime(plates, ns=(folder_stamp.st_atime_ns, folder_stamp.st_mtime_ns))
+    assert process_edit(str(edit), spec(out), return_state=True).is_completed()
+    rows = [r for r in manifest.read_shots(ArtifactStore(str(out))) if r["shot_id"] == "sh100"]
+    assert [(r["status"], r["version"]) for r in rows] == [("done", 1), ("done", 2)]
+    delivered = next(read_frames(f"{rows[1]['output_uri']}/sh100_void_v002.####.png", 0, 1))
+    regraded = next(read_frames(str(plates / "plate.####.png"), 0, 1))
+    keep = next(qm.read_mask_frames(str(tmp_path / "mask.mkv"), 0, 1)) == 255
+    assert np.array_equal(delivered[keep], regraded[keep])  # the new pixels were delivered
+    assert rows[1]["qc_keep_max_diff"] == 0
+
+
+def test_qc_measures_the_delivered_prores(prefect_server, tmp_path):
+    """ProRes is lossy: QC decodes the .mov and says how far the keep region moved; the row says lossy."""
+    from flows.process_edit import process_edit
+    from shots.sample_edit import write_sample_edit
+
+    edit, _ = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(("sh200", "pan", 20, 4),))
+    out = tmp_path / "out"
+    assert process_edit(str(edit), spec(out, fmt="prores"), return_state=True).is_completed()
+    row = manifest.read_shots(ArtifactStore(str(out)))[0]
+    assert row["output_uri"].endswith(".mov") and row["deliverable_lossy"] is True
+    assert row["qc_frames_checked"] == row["frames"] == 20 and row["qc_precision"] == "8-bit code"
+    assert 0 < row["qc_keep_max_diff"] < 20  # measured on the file, not assumed
+
+
+def test_inverted_and_all_remove_masks_fail_unless_allowed(prefect_server, tmp_path):
+    from flows.process_edit import process_edit
+    from shots.sample_edit import write_sample_edit
+
+    edit, samples = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(("sh300", "static", 20, 5),))
+    inverted = tmp_path / "inverted.mkv"
+    truth = np.stack(list(qm.read_mask_frames(samples[0].quadmask, 0, 20)))
+    qm.write_quadmask(inverted, np.where(truth == 255, 0, 255).astype(np.uint8), 24)  # white = object, wrongly
+    tl = otio.adapters.read_from_file(str(edit))
+    tl.find_clips()[0].metadata["voidbatch"]["quadmask"] = str(inverted)
+    otio.adapters.write_to_file(tl, str(edit))
+    out = tmp_path / "out"
+    state = process_edit(str(edit), spec(out), return_state=True)
+    assert state.is_failed()
+    row = manifest.read_shots(ArtifactStore(str(out)))[0]
+    assert row["status"] == "failed" and "inverted.mkv" in row["error"] and "--allow-large-mask" in row["error"]
+    allowed = spec(out, masks=MaskSpec(allow_large_mask=True))
+    assert process_edit(str(edit), allowed, return_state=True).is_completed()
+
+
+def test_rerun_conform_points_every_clip_at_its_latest_good_version(prefect_server, tmp_path):
+    """The morning: one shot failed overnight; after its rerun the conformed edit holds every clip's clean plate."""
+    from flows.process_edit import process_edit
+    from flows.rerun_failed import rerun_failed
+    from shots.sample_edit import write_sample_edit
+
+    edit, samples = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(
+        ("sh400", "static", 20, 6), ("sh410", "static", 20, 7)))
+    tl = otio.adapters.read_from_file(str(edit))
+    clip = next(c for c in tl.find_clips() if c.name == "sh410")
+    good_mask = clip.metadata["voidbatch"]["quadmask"]
+    clip.metadata["voidbatch"]["quadmask"] = str(tmp_path / "not_delivered_yet.mkv")
+    otio.adapters.write_to_file(tl, str(edit))
+    out = tmp_path / "out"
+    assert process_edit(str(edit), spec(out), return_state=True).is_failed()
+    clip.metadata["voidbatch"]["quadmask"] = good_mask  # the mask arrives in the morning
+    otio.adapters.write_to_file(tl, str(edit))
+    state = rerun_failed(str(out), return_state=True)
+    assert state.is_completed(), state.message
+    conforms = sorted((out / "conform").glob("*.otio"))
+    assert [p.name for p in conforms] == ["sample_edit_void_v001.otio", "sample_edit_void_v002.otio"]
+    latest = otio.adapters.read_from_file(str(conforms[-1]))
+    active = {c.name: c.active_media_reference_key for c in latest.find_clips()}
+    assert active == {"sh400": "voidbatch_v001", "sh410": "voidbatch_v001"}  # not just the re-rendered one
