@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -223,9 +222,3 @@ def make_scene(
     return Scene(name=f"{kind}_{frames}x{height}x{width}_s{seed}", plate=plate, clean=clean,
                  quadmask=quadmask, rate=rate, camera=cams.astype(np.float32))
 
-
-def iter_scenes(kinds=("static", "pan"), frames: int = 96, height: int = 384, width: int = 672,
-                seed: int = 0, **kwargs) -> Iterator[Scene]:
-    """One scene per kind, generated lazily so a bench holds one in memory at a time."""
-    for kind in kinds:
-        yield make_scene(kind, frames, height, width, seed, **kwargs)
