@@ -8,6 +8,7 @@ unfinished shots as `interrupted` on the way out; one killed outright leaves `pl
 """
 from __future__ import annotations
 
+import signal
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -146,8 +147,7 @@ def _record_interrupted(store: ArtifactStore, batch: BatchOutcome, shots: list[S
                         stop: BaseException) -> None:
     """Every planned shot without an outcome becomes `interrupted`, saying what stopped the batch."""
     ended = {o.shot.shot_id for o in batch.outcomes}
-    why = {"BatchCancelled": "cancelled in the Prefect UI", "KeyboardInterrupt": "interrupted (Ctrl-C)"}.get(
-        type(stop).__name__, f"the batch was stopped ({type(stop).__name__})")
+    why = _stopped_by(stop)
     for shot in shots:
         if shot.shot_id not in ended:
             batch.outcomes.append(ShotOutcome(batch.run_id, attempts[shot.shot_id], shot, batch.edit, "interrupted",
@@ -155,6 +155,17 @@ def _record_interrupted(store: ArtifactStore, batch: BatchOutcome, shots: list[S
     interrupted = [o for o in batch.outcomes if o.status == "interrupted"]
     manifest.record(store, shots=[o.shot_row(store) for o in interrupted])
     get_run_logger().warning("batch %s stopped: %d shots recorded as interrupted", batch.run_id, len(interrupted))
+
+
+def _stopped_by(stop: BaseException) -> str:
+    if isinstance(stop, BatchCancelled):
+        return "the batch was cancelled in the Prefect UI"
+    if isinstance(stop, KeyboardInterrupt):
+        return "the batch was interrupted (Ctrl-C)"
+    signal_number = getattr(stop, "signal", None)  # Prefect's TerminationSignal: SIGTERM, from a kill or a worker
+    if signal_number is not None:
+        return f"the batch was stopped by {signal.Signals(signal_number).name}"
+    return f"the batch was stopped ({type(stop).__name__}: {stop})"
 
 
 def _stop_if_cancel_requested() -> None:
