@@ -23,7 +23,7 @@ from shots.composite import chunk_weights, composite
 from shots.deliver import FORMATS, LOSSY, contact_sheet, open_writer
 from shots.extract import PreparedShot
 from shots.ingest import iter_video_clips, read_edit
-from shots.media import read_frames, read_video
+from shots.media import read_frames, read_frames_precise, read_video
 from shots.plan import Chunk
 from shots.shot import Shot
 from storage import layout
@@ -145,12 +145,13 @@ def _qc(prepared: PreparedShot, delivered: Path, every: int) -> qc.QcReport:
 
 
 def _frames_at(path: str, start: int, offsets: list[int]) -> Iterator[np.ndarray]:
-    """Frames start+t for t in `offsets`: one stream when they are consecutive, else one seek each."""
+    """Frames start+t for t in `offsets`, at the file's own precision: one stream when they are
+    consecutive, else one seek each."""
     if offsets == list(range(len(offsets))):
-        yield from read_frames(path, start, len(offsets))
+        yield from read_frames_precise(path, start, len(offsets))
     else:
         for t in offsets:
-            yield next(iter(read_frames(path, start + t, 1)))
+            yield next(iter(read_frames_precise(path, start + t, 1)))
 
 
 def conform_edit(edit_path: str, rate, deliverables: dict[str, tuple[Shot, Deliverable]],

@@ -329,8 +329,9 @@ def _as_sequence(path) -> _Sequence | None:
     return None
 
 
-def _read_image(path: Path, layout: str, require_8bit: bool) -> np.ndarray:
-    """One image file as uint8 in `layout`; 16-bit is rounded to 8, float clipped to 0..1 then x255."""
+def _read_image(path: Path, layout: str, require_8bit: bool, precise: bool = False) -> np.ndarray:
+    """One image file in `layout`: uint8 (16-bit rounded to 8, float clipped to 0..1 then x255), or with
+    `precise` at the file's own precision (uint8, uint16 or float32)."""
     if path.suffix.lower() in _CV2_EXTS:
         _opening(path)
         a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -348,12 +349,50 @@ def _read_image(path: Path, layout: str, require_8bit: bool) -> np.ndarray:
         a = _read_image_av(path)
     if require_8bit and a.dtype != np.uint8:
         raise MediaError(path, f"expected 8-bit samples, found {a.dtype} ({_sample_desc(a)})")
-    a = _to_uint8(a, path)
+    if not precise:
+        a = _to_uint8(a, path)
     return _layout(a, layout)
 
 
+def _read_exr(path: Path) -> np.ndarray:
+    """An EXR frame as float32 RGB (or gray) over its display window, through the OpenEXR bindings.
+
+    Not through PyAV: libswscale clips half-float pixels to 1.0 on the way to float32, and
+    scene-linear highlights live above 1.0. Pixels outside the data window are 0.
+    """
+    import OpenEXR
+
+    _opening(path)
+    try:
+        with OpenEXR.File(str(path)) as f:  # the channels' pixels are gone once the file closes: copy them
+            _beat(opened=True)
+            header = dict(f.header())
+            channels = {name: np.array(c.pixels) for name, c in f.channels().items()}
+    except Exception as e:  # noqa: BLE001 - the bindings raise bare exceptions for unreadable files
+        raise MediaError(path, f"cannot read EXR: {e}") from e
+    rgb = next((channels[k] for k in ("RGB", "RGBA") if k in channels), None)
+    if rgb is None and all(k in channels for k in "RGB"):
+        rgb = np.stack([channels[k] for k in "RGB"], axis=-1)
+    if rgb is None and "Y" in channels:
+        rgb = channels["Y"]
+    if rgb is None:
+        raise MediaError(path, f"EXR has no R, G, B or Y channels (it has {', '.join(sorted(channels))})")
+    rgb = np.asarray(rgb, np.float32)[..., :3] if rgb.ndim == 3 else np.asarray(rgb, np.float32)
+    (dx0, dy0), (dx1, dy1) = header["dataWindow"]
+    (wx0, wy0), (wx1, wy1) = header.get("displayWindow", header["dataWindow"])
+    if (dx0, dy0, dx1, dy1) == (wx0, wy0, wx1, wy1):
+        return np.ascontiguousarray(rgb)
+    full = np.zeros((wy1 - wy0 + 1, wx1 - wx0 + 1, *rgb.shape[2:]), np.float32)
+    ys, xs = slice(max(dy0, wy0), min(dy1, wy1) + 1), slice(max(dx0, wx0), min(dx1, wx1) + 1)
+    full[ys.start - wy0:ys.stop - wy0, xs.start - wx0:xs.stop - wx0] = \
+        rgb[ys.start - dy0:ys.stop - dy0, xs.start - dx0:xs.stop - dx0]
+    return full
+
+
 def _read_image_av(path: Path) -> np.ndarray:
-    """EXR/DPX and other images OpenCV cannot read, via PyAV, keeping their precision."""
+    """DPX and other images OpenCV cannot read, via PyAV, keeping their precision (EXR: `_read_exr`)."""
+    if path.suffix.lower() == ".exr":
+        return _read_exr(path)
     _opening(path)
     try:
         with av.open(str(path)) as container:
@@ -393,12 +432,13 @@ def _layout(a: np.ndarray, layout: str) -> np.ndarray:
     return a[..., 0] if layout == SINGLE else a
 
 
-def _iter_sequence(seq: _Sequence, numbers: list[int], start: int, count: int | None, size, layout, require_8bit):
+def _iter_sequence(seq: _Sequence, numbers: list[int], start: int, count: int | None, size, layout, require_8bit,
+                   precise: bool = False):
     stop = len(numbers) if count is None else start + count
     for index in range(start, stop):
         if index >= len(numbers):
             raise MediaError(seq.pattern, f"has {len(numbers)} frames; frame {index} (file index) is missing")
-        a = _read_image(seq.frame_path(numbers[index]), layout, require_8bit)
+        a = _read_image(seq.frame_path(numbers[index]), layout, require_8bit, precise)
         if size is not None and a.shape[:2] != tuple(size):
             a = cv2.resize(a, (size[1], size[0]), interpolation=cv2.INTER_AREA)
         yield a
@@ -582,9 +622,10 @@ class _Converter:
         return graph
 
 
-def _out_format(stream_fmt, layout: str) -> str:
+def _out_format(stream_fmt, layout: str, precise: bool = False) -> str:
+    deep = stream_fmt is not None and max(c.bits for c in stream_fmt.components if not c.is_alpha) > 8
     if layout == RGB:
-        return "rgb24"
+        return "rgb48le" if precise and deep else "rgb24"
     if stream_fmt is None:
         return "rgb24"
     colour = [c for c in stream_fmt.components if not c.is_alpha]
@@ -600,7 +641,7 @@ def _seek(container, stream, pts: int) -> None:
     container.seek(pts, stream=stream, backward=True, any_frame=False)
 
 
-def _iter_movie(path, start: int, count: int | None, size, layout: str, require_8bit: bool):
+def _iter_movie(path, start: int, count: int | None, size, layout: str, require_8bit: bool, precise: bool = False):
     """Frames [start, start+count) by pts index: seek back to a keyframe, drop the pre-roll."""
     end = None if count is None else start + count
     if count == 0:
@@ -658,7 +699,7 @@ def _iter_movie(path, start: int, count: int | None, size, layout: str, require_
                     if convert is None:
                         if require_8bit:
                             _check_bits(frame.format, path, index)
-                        convert = _Converter(_out_format(frame.format, layout), size)
+                        convert = _Converter(_out_format(frame.format, layout, precise), size)
                     yield convert(frame)
                     expected += 1
                     if end is not None and expected >= end:
@@ -764,12 +805,14 @@ def _describe(a: np.ndarray) -> str:
 
 
 def iter_frames(path, start: int = 0, count: int | None = None, size: tuple[int, int] | None = None,
-                *, layout: str = RGB, require_8bit: bool = False) -> Iterator[np.ndarray]:
+                *, layout: str = RGB, require_8bit: bool = False, precise: bool = False) -> Iterator[np.ndarray]:
     """Frames [start, start+count) (count None: to the end) of a movie or sequence, one at a time.
 
     The shared reader behind read_frames, read_video and quadmask.read_mask_frames. Arguments are
     checked now; decoding starts on the first next(). `layout`: RGB, NATIVE or SINGLE (see above).
     size=(height, width) resizes with area scaling. require_8bit rejects >8-bit media (masks).
+    `precise`: samples at the source's precision (uint16 for deep video and images, float32 for
+    float images) instead of 8 bits.
     """
     if not isinstance(start, (int, np.integer)) or start < 0:
         raise MediaError(path, f"start must be a non-negative int, got {start!r}")
@@ -790,7 +833,7 @@ def iter_frames(path, start: int = 0, count: int | None = None, size: tuple[int,
             raise MediaError(seq.pattern, f"has {len(numbers)} frames; asked for file frames "
                              f"{start}..{start + count - 1}", first_missing)
         return _bounded_iter(seq.pattern, lambda: _iter_sequence(seq, numbers, start, count, size, layout,
-                                                                 require_8bit), start)
+                                                                 require_8bit, precise), start)
     if not Path(path).exists():
         raise MediaError(path, "no such file")
     if count is not None:
@@ -798,7 +841,7 @@ def iter_frames(path, start: int = 0, count: int | None = None, size: tuple[int,
         if stated and start + count > stated:
             raise MediaError(path, f"has {stated} frames; asked for frames {start}..{start + count - 1}",
                              max(start, stated))
-    return _bounded_iter(path, lambda: _iter_movie(path, start, count, size, layout, require_8bit), start)
+    return _bounded_iter(path, lambda: _iter_movie(path, start, count, size, layout, require_8bit, precise), start)
 
 
 def _stated_frames(path) -> int:
@@ -815,6 +858,12 @@ def read_frames(path, start: int, count: int, size: tuple[int, int] | None = Non
     if count is None:
         raise MediaError(path, "read_frames needs a frame count (use iter_frames to read to the end)")
     return iter_frames(path, start, count, size, layout=RGB)
+
+
+def read_frames_precise(path, start: int, count: int) -> Iterator[np.ndarray]:
+    """`count` RGB frames at the source's own precision: uint8, uint16 (deep video, 16-bit images) or float32
+    (EXR): what QC compares a delivered file with. Nothing is clipped or rounded."""
+    return iter_frames(path, start, count, None, layout=RGB, precise=True)
 
 
 def read_video(path) -> Iterator[np.ndarray]:

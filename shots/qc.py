@@ -36,6 +36,18 @@ def precision_of(frame: np.ndarray) -> str:
     return {np.dtype(np.uint8): "8-bit code", np.dtype(np.uint16): "16-bit code"}.get(frame.dtype, "float")
 
 
+def at_precision_of(frame: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """`frame` at `source`'s precision: rounded to its 8- or 16-bit codes, or float (1.0 = white); never clipped.
+
+    A half-float EXR of an 8-bit plate holds v/255 to 11 bits: at the plate's precision that is v again.
+    """
+    if frame.dtype == source.dtype:
+        return frame
+    full = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+    scaled = frame.astype(np.float64) * (full.get(source.dtype, 1.0) / full.get(frame.dtype, 1.0))
+    return np.rint(scaled) if source.dtype.kind in "ui" else scaled
+
+
 def keep_mask(mask: np.ndarray, roi: Box, feather: float) -> np.ndarray:
     """(H, W) bool: pixels of the full frame the composite must leave as the source's."""
     keep = np.ones(mask.shape, bool)
@@ -60,12 +72,13 @@ def check_delivery(checked: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
                    feather: float) -> QcReport:
     """QC over (source frame, delivered frame, quadmask) triples of the checked frames, all full size.
 
-    Source and delivered frames must be read at the same precision (both 8-bit, both 16-bit, both float).
+    Both frames are read at their own precision; the delivered one is compared in the source's units,
+    so an 8-bit delivery of a 16-bit plate, or a float plate clipped at 1.0, shows as a difference.
     """
     worst, count, precision = 0.0, 0, "8-bit code"
     for src, out, mask in checked:
         precision = precision_of(src)
-        worst = max(worst, keep_difference(src, out, keep_mask(mask, roi, feather)))
+        worst = max(worst, keep_difference(src, at_precision_of(out, src), keep_mask(mask, roi, feather)))
         count += 1
     return QcReport(worst, count, precision)
 

@@ -140,3 +140,47 @@ def test_rerun_conform_points_every_clip_at_its_latest_good_version(prefect_serv
     latest = otio.adapters.read_from_file(str(conforms[-1]))
     active = {c.name: c.active_media_reference_key for c in latest.find_clips()}
     assert active == {"sh400": "voidbatch_v001", "sh410": "voidbatch_v001"}  # not just the re-rendered one
+
+
+def _write_exr_sequence(pattern: Path, frames: list[np.ndarray]) -> None:
+    """Half-float EXR frames through PyAV's encoder (scene-linear values above 1.0 kept)."""
+    import av
+
+    pattern.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(pattern), "w", format="image2", options={"start_number": "1001"}) as out:
+        stream = out.add_stream("exr", rate=24)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "gbrpf32le"
+        stream.options = {"format": "half", "compression": "zip1"}
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f.astype(np.float32), format="gbrpf32le")))
+        out.mux(stream.encode(None))
+
+
+def test_qc_reads_a_float_plate_at_its_own_precision(prefect_server, tmp_path):
+    """Highlights up to 6.0 in the untouched region of an EXR plate: an 8-bit pipeline clips them, and QC,
+    comparing the delivered EXR with the plate in float, says so instead of reporting 0."""
+    from flows.process_edit import process_edit
+
+    scene = make_scene("static", 12, 64, 112, seed=12)
+    linear = [f.astype(np.float32) / 255.0 for f in scene.plate]
+    for f in linear:
+        f[:8, :16] = 6.0  # a hot highlight far from the object
+    _write_exr_sequence(tmp_path / "plates" / "hot.%04d.exr", linear)
+    qm.write_quadmask(tmp_path / "mask.mkv", scene.quadmask, 24)
+    tl = otio.schema.Timeline("exr")
+    track = otio.schema.Track("V1")
+    tl.tracks.append(track)
+    ref = otio.schema.ImageSequenceReference(
+        target_url_base=str(tmp_path / "plates") + "/", name_prefix="hot.", name_suffix=".exr", start_frame=1001,
+        frame_zero_padding=4, rate=24)
+    clip = otio.schema.Clip(name="sh500", media_reference=ref, source_range=otio.opentime.TimeRange(
+        otio.opentime.RationalTime(1001, 24), otio.opentime.RationalTime(12, 24)))
+    clip.metadata["voidbatch"] = {"prompt": "empty", "quadmask": str(tmp_path / "mask.mkv")}
+    track.append(clip)
+    otio.adapters.write_to_file(tl, str(tmp_path / "exr.otio"))
+    out = tmp_path / "out"
+    assert process_edit(str(tmp_path / "exr.otio"), spec(out, fmt="exr"), return_state=True).is_completed()
+    row = manifest.read_shots(ArtifactStore(str(out)))[0]
+    assert row["qc_precision"] == "float" and row["qc_frames_checked"] == 12
+    assert row["qc_keep_max_diff"] == pytest.approx(5.0, abs=0.01)  # 6.0 delivered as 1.0: measured, not hidden
