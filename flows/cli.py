@@ -81,7 +81,7 @@ def plan(edit: EditArg, rate: RateOpt = None, handles: HandlesOpt = 8, shots: Sh
             "rate": _rate(shot.rate), "source_in": shot.source_range.start,
             "source_out": shot.source_range.end_exclusive, "frames": shot.frames,
             "handles": list(shot.handles), "media": shot.media.path if shot.media else None,
-            "flagged": shot.flagged, "problem": shot.problem,
+            "flagged": shot.flagged, "skip_reason": shot.skip_reason, "problem": shot.problem,
             "chunks": [{"start": c.start, "end": c.end, "padded_to": c.padded_to} for c in chunks],
         })
     if as_json:
@@ -92,10 +92,11 @@ def plan(edit: EditArg, rate: RateOpt = None, handles: HandlesOpt = 8, shots: Sh
         table.add_column(col)
     for r in plan_rows:
         note = r["problem"] and f"[red]{r['problem']}[/red]" or (r["media"] or "")
+        flagged = "yes" if r["flagged"] else f"[dim]{r['skip_reason'] or ''}[/dim]"
         table.add_row(r["shot_id"], r["track"], str(r["source_in"]), str(r["source_out"]), str(r["frames"]),
                       "{}+{}".format(*r["handles"]), " ".join(f"{c['start']}-{c['end']}/{c['padded_to']}"
                                                             for c in r["chunks"]),
-                      "yes" if r["flagged"] else "", note)
+                      flagged, note)
     Console().print(table)
 
 
