@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from targets import verdict  # noqa: E402
 from model.masks import (ClassicalSegmenter, Frames, HeuristicReasoner, Prompts, build_quadmask,  # noqa: E402
                          default_dilation, working_size)
 from model.masks.combine import dilate  # noqa: E402
@@ -120,11 +121,7 @@ def main(argv=None) -> int:
         if r["shadow_in_127"] < 0.6:
             failures.append(f"{r['scene']}: shadow in 127 {r['shadow_in_127']:.3f} < 0.60")
 
-    if failures:
-        print("\nTARGETS MISSED:\n  " + "\n  ".join(failures))
-        return 1
-    print("\nall targets met (IoU >= 0.85 click and box, shadow in 127 >= 0.60)")
-    return 0
+    return verdict(failures, "IoU >= 0.85 click and box, shadow in 127 >= 0.60")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from targets import verdict  # noqa: E402
 from model.backend import RemovalRequest, get_backend  # noqa: E402
 from shots.synthetic import make_scene  # noqa: E402
 from storage.store import ArtifactStore  # noqa: E402
@@ -242,11 +243,7 @@ def main(argv=None) -> int:
         if ratio > 1.5:
             failures.append(f"seam ratio {ratio:.2f} > 1.5")
 
-    if failures:
-        print("\nTARGETS MISSED:\n  " + "\n  ".join(failures))
-        return 1
-    print("\nall targets met (static >= 40 dB, pan/handheld >= 30 dB, above Telea, keep region exact)")
-    return 0
+    return verdict(failures, "static >= 40 dB, pan/handheld >= 30 dB, above Telea, keep region exact")
 
 
 if __name__ == "__main__":
