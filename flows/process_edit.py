@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -114,8 +115,11 @@ def _run_shots(edit: str, spec: RunSpec, shots: list[Shot], run_id: str, attempt
         return
     for shot in todo:
         _stop_if_cancel_requested()
-        state = process_shot(edit, spec, shot.shot_id, run_id, attempts[shot.shot_id], shot=shot.to_dict(),
-                             return_state=True)
+        # No heartbeat of its own (the batch run's covers this process): Prefect 3.8.8 joins a flow's
+        # heartbeat thread at exit and that thread sleeps in whole seconds, so each subflow ended ~1 s late.
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            state = process_shot(edit, spec, shot.shot_id, run_id, attempts[shot.shot_id], shot=shot.to_dict(),
+                                 return_state=True)
         yield _subflow_outcome(state, ShotJob(shot, edit, spec, run_id, attempts[shot.shot_id]), store)
 
 

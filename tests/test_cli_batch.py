@@ -209,3 +209,40 @@ print(json.dumps(dict(full=full, rows=[(r["shot_id"], r["status"]) for r in mani
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert result == {"full": 28, "rows": [["sh010", "failed"]]}  # ENOSPC, and the failure is on record
+
+
+def test_cancel_in_the_ui_stops_a_command_line_batch_between_shots(tmp_path):
+    """Cancel pressed in the Prefect UI for a batch no worker supervises: it stops after the shot in hand,
+    and the shots it did not start are recorded interrupted."""
+    import re
+
+    import httpx
+
+    from shots.sample_edit import write_sample_edit
+
+    edit, _ = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(
+        ("sh010", "static", 20, 1), ("sh020", "static", 20, 2)))
+    fifo = tmp_path / "e" / "stalled_quadmask.mkv"
+    os.mkfifo(fifo)
+    tl = otio.adapters.read_from_file(str(edit))
+    next(c for c in tl.find_clips() if c.name == "sh010").metadata["voidbatch"]["quadmask"] = str(fifo)
+    otio.adapters.write_to_file(tl, str(edit))
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen([*VOIDBATCH, "run", "e/sample_edit.otio", "--out", "out"], cwd=tmp_path,
+                            env=_env(VOIDBATCH_MEDIA_TIMEOUT="20"), stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        _wait_for("sh010 to start", lambda: b"subflow run 'sh010'" in log.read_bytes(), 300, log)
+        api, batch_id = re.search(rb"View at (http://[\d.:]+)/runs/flow-run/([0-9a-f-]{36})", log.read_bytes()).groups()
+        httpx.post(f"{api.decode()}/api/flow_runs/{batch_id.decode()}/set_state",
+                   json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}, timeout=30)
+        assert proc.wait(300) == 1
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    latest = _latest(tmp_path / "out")
+    assert latest["sh010"]["status"] == "failed" and "did not open within 20 s" in latest["sh010"]["error"]
+    assert latest["sh020"]["status"] == "interrupted" and "cancelled in the Prefect UI" in latest["sh020"]["error"]
+    assert b"Finished in state Cancelled" in log.read_bytes()
