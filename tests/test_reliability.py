@@ -184,3 +184,33 @@ def test_qc_reads_a_float_plate_at_its_own_precision(prefect_server, tmp_path):
     row = manifest.read_shots(ArtifactStore(str(out)))[0]
     assert row["qc_precision"] == "float" and row["qc_frames_checked"] == 12
     assert row["qc_keep_max_diff"] == pytest.approx(5.0, abs=0.01)  # 6.0 delivered as 1.0: measured, not hidden
+
+
+def test_a_shot_run_plans_from_the_edit_at_run_time(prefect_server, tmp_path):
+    """The GPU pool's process-shot run gets no frozen shot: a Retry after the edit was fixed sees the fix."""
+    from flows.process_shot import process_shot
+    from shots.sample_edit import write_sample_edit
+
+    edit, samples = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(("sh600", "static", 20, 8),))
+    tl = otio.adapters.read_from_file(str(edit))
+    tl.find_clips()[0].metadata["voidbatch"]["quadmask"] = str(tmp_path / "missing.mkv")
+    otio.adapters.write_to_file(tl, str(edit))
+    out = tmp_path / "out"
+    first = process_shot(str(edit), spec(out), "sh600", "run-1", 1, return_state=True)
+    assert first.is_failed() and "missing.mkv" in first.message
+    tl.find_clips()[0].metadata["voidbatch"]["quadmask"] = samples[0].quadmask  # fixed in the edit
+    otio.adapters.write_to_file(tl, str(edit))
+    again = process_shot(str(edit), spec(out), "sh600", "run-1", 2, return_state=True)
+    outcome = again.result()
+    assert again.is_completed() and outcome.status == "done" and outcome.deliverable.version == 1
+
+
+def test_a_rerun_keeps_its_batch_spec_dispatch_included():
+    from flows.rerun_failed import fixed_spec
+    from tasks.spec import BackendSpec
+
+    night = RunSpec(out="/jobs/cut", dispatch="deployment", backend=BackendSpec(name="classical", steps=4),
+                    delivery=DeliverySpec(format="exr"))
+    morning = fixed_spec(night, relink="relinked", shots_file=None)
+    assert morning.dispatch == "deployment" and morning.backend == night.backend and morning.delivery == night.delivery
+    assert morning.ingest.relink == os.path.abspath("relinked") and morning.ingest.shots_file is None
