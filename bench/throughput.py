@@ -29,7 +29,7 @@ from shots.ingest import IngestOptions, ingest  # noqa: E402
 from shots.synthetic import make_scene  # noqa: E402
 from storage.store import ArtifactStore  # noqa: E402
 
-TIMES = {"decode": 0.0, "encode": 0.0, "removal": 0.0}
+TIMES = {"decode": 0.0, "encode": 0.0, "removal": 0.0, "qc read-back": 0.0}
 
 
 def _timed_iter(fn, bucket):
@@ -100,6 +100,7 @@ def main() -> None:
         removal.write_video_lossless = _timed_call(removal.write_video_lossless, "encode")
         deliver.SequenceWriter.write = _timed_call(deliver.SequenceWriter.write, "encode")
         deliver.ProResWriter.write = _timed_call(deliver.ProResWriter.write, "encode")
+        conform._qc = _timed_call(conform._qc, "qc read-back")
         backend = ClassicalBackend()
         backend.remove = _timed_call(backend.remove, "removal")
         store = ArtifactStore(str(folder / "out"))
@@ -117,7 +118,7 @@ def main() -> None:
     wall = t3 - t0
     other = wall - sum(TIMES.values())
     print(f"1080p shot, {args.frames} frames, ROI {prepared.roi.as_list()}, {len(prepared.chunks)} chunk(s), "
-          f"deliverable {args.format}")
+          f"deliverable {args.format}, QC every {args.qc_every} frame(s)")
     print(f"end to end: {wall:.1f} s = {args.frames / wall:.2f} frames/s")
     print(f"stages: prepare {t1 - t0:.1f} s, remove {t2 - t1:.1f} s, conform {t3 - t2:.1f} s")
     print(f"{'share of wall time':<22}{'seconds':>9}{'share':>8}")

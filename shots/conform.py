@@ -138,17 +138,17 @@ def _qc(prepared: PreparedShot, delivered: Path, every: int) -> qc.QcReport:
     """Read the written files back and compare their keep region with the source."""
     shot = prepared.shot
     offsets = qc.frames_to_check(shot.frames, every)
-    source = _frames_at(shot.media.path, shot.file_start, offsets)
-    written = _frames_at(str(delivered), 0, offsets)
+    source = _frames_at(shot.media.path, shot.file_start, shot.frames, offsets, shot.media.kind == "movie")
+    written = _frames_at(str(delivered), 0, shot.frames, offsets, delivered.suffix == ".mov")
     masks = qc.pick(prepared.mask_frames(), offsets)
     return qc.check_delivery(zip(source, written, masks), prepared.roi, feather_px(prepared))
 
 
-def _frames_at(path: str, start: int, offsets: list[int]) -> Iterator[np.ndarray]:
-    """Frames start+t for t in `offsets`, at the file's own precision: one stream when they are
-    consecutive, else one seek each."""
-    if offsets == list(range(len(offsets))):
-        yield from read_frames_precise(path, start, len(offsets))
+def _frames_at(path: str, start: int, count: int, offsets: list[int], movie: bool) -> Iterator[np.ndarray]:
+    """Frames start+t for t in `offsets`, at the file's own precision. A movie is read as one stream
+    (a seek per checked frame would decode from its keyframe each time); a sequence file by file."""
+    if movie or offsets == list(range(count)):
+        yield from qc.pick(read_frames_precise(path, start, offsets[-1] + 1), offsets)
     else:
         for t in offsets:
             yield next(iter(read_frames_precise(path, start + t, 1)))

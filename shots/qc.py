@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+import cv2
 import numpy as np
 
 from shots.composite import alpha_in_box
@@ -64,6 +65,8 @@ def keep_difference(source: np.ndarray, delivered: np.ndarray, keep: np.ndarray)
         raise ValueError(f"delivered frame is {delivered.shape[:2]}, the source {source.shape[:2]}")
     if not keep.any():
         return 0.0
+    if source.dtype == delivered.dtype and source.dtype.kind == "u":  # the common case, 10x cheaper
+        return float(cv2.absdiff(source, delivered)[keep].max())
     diff = np.abs(source.astype(np.float64) - delivered.astype(np.float64))[keep]
     return float(np.nanmax(diff)) if diff.size else 0.0
 
