@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from shots import media
+from shots import movies as shots_movies  # `movies` is the fixture of test movies
 from shots.media import MediaError, probe, read_frames, read_video, write_png_sequence, write_video_lossless
 from shots.quadmask import read_mask_frames
 
@@ -146,7 +147,7 @@ def test_read_frames_resized(movies, sequential):
 
 def test_seek_that_lands_late_is_retried(movies, sequential, monkeypatch):
     """Some demuxers seek on dts and can land on the keyframe after the target: we must notice."""
-    real_seek = media._seek
+    real_seek = shots_movies._seek
     landed = []
 
     def late_seek(container, stream, pts):
@@ -154,7 +155,7 @@ def test_seek_that_lands_late_is_retried(movies, sequential, monkeypatch):
         landed.append(pts)
         real_seek(container, stream, late if len(landed) == 1 else pts)
 
-    monkeypatch.setattr(media, "_seek", late_seek)
+    monkeypatch.setattr(shots_movies, "_seek", late_seek)
     got = list(read_frames(movies["mp4_24"], 50, 6))
     assert len(landed) >= 2
     assert [frame_index(f) for f in got] == list(range(50, 56))
@@ -401,13 +402,13 @@ def test_image_that_never_opens_times_out(tmp_path, stalled_path, short_media_ti
 def test_read_that_stalls_times_out(movies, monkeypatch, short_media_timeout):
     """A container that opened and then stops delivering (storage went away mid-read)."""
     release = threading.Event()
-    real_seek = media._seek
+    real_seek = shots_movies._seek
 
     def stalled_seek(container, stream, pts):
         release.wait()  # the demuxer waits on storage that does not answer
         real_seek(container, stream, pts)
 
-    monkeypatch.setattr(media, "_seek", stalled_seek)
+    monkeypatch.setattr(shots_movies, "_seek", stalled_seek)
     path = movies["mp4_24"]
     try:
         with pytest.raises(MediaError) as e:
@@ -481,7 +482,7 @@ def test_two_video_streams_the_plate_is_the_largest(two_stream_movies, sequentia
     with av.open(str(path)) as c:  # the file really is proxy first, plate second
         assert [(s.codec_context.width, s.codec_context.height) for s in c.streams.video][:2] == \
             [(W // 2, H // 2), (W, H)]
-    with caplog.at_level(logging.INFO, logger="shots.media"):
+    with caplog.at_level(logging.INFO, logger="shots.movies"):
         info = probe(path)
     assert (info.width, info.height, info.frames, info.rate, info.stream) == (W, H, N, Fraction(24), 1)
     assert f"{path.name}: video stream 1 ({W}x{H}) is the plate" in caplog.text
