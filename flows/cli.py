@@ -236,7 +236,9 @@ def _exit_code(batch) -> int:
     full = [o.error for o in batch.outcomes if o.error and ("No space left" in o.error or "free space" in o.error)]
     if full:
         err.print(f"[red]error:[/red] the output disk is full: {full[0]}", highlight=False, soft_wrap=True)
-    return 1 if batch.with_status("failed", "interrupted") else 0
+    if batch.conform_error:
+        err.print(f"[red]error:[/red] {batch.conform_error}", highlight=False, soft_wrap=True)
+    return 1 if batch.with_status("failed", "interrupted") or batch.conform_error else 0
 
 
 def _print_outcomes(batch, out: Path, title: str) -> None:

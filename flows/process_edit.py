@@ -48,6 +48,7 @@ class BatchOutcome:
     edit: str
     outcomes: list[ShotOutcome] = field(default_factory=list)
     conform_uri: str | None = None
+    conform_error: str | None = None  # the shots are done, but the conformed edit could not be written
 
     def with_status(self, *statuses: str) -> list[str]:
         return [o.shot.shot_id for o in self.outcomes if o.status in statuses]
@@ -80,16 +81,26 @@ def process_edit(edit: str, spec: RunSpec, only_shots: list[str] | None = None, 
                                  data=batch)
             raise
         if any(o.status in ("done", "degraded") for o in batch.outcomes):  # new versions: a new conform
-            batch.conform_uri = conform_edit(edit, spec, store, edit_shots)  # every clip at its latest good version
-            batch.outcomes = [replace(o, conform_uri=batch.conform_uri) if o.delivered else o for o in batch.outcomes]
-            manifest.record(store, shots=[o.shot_row(store) for o in batch.outcomes if o.delivered])
+            _conform(batch, spec, store, edit_shots)
         batch_table([o.shot_row(store) for o in batch.outcomes], key=f"batch-{run_id}")
         manifest.compact(store)  # journals stay only where a batch was stopped
     failed = batch.with_status("failed")
-    if failed:
-        return Failed(message=f"{len(failed)} of {len(batch.outcomes)} shots failed: {', '.join(failed)}",
-                      data=batch)
+    if failed or batch.conform_error:
+        problems = [f"{len(failed)} of {len(batch.outcomes)} shots failed: {', '.join(failed)}"] if failed else []
+        return Failed(message="; ".join(problems + [batch.conform_error or ""]).strip("; "), data=batch)
     return batch
+
+
+def _conform(batch: BatchOutcome, spec: RunSpec, store: ArtifactStore, edit_shots: list[Shot]) -> None:
+    """Write the conformed edit (every clip at its latest good version) and put its URI on the shots' rows."""
+    try:
+        batch.conform_uri = conform_edit(batch.edit, spec, store, edit_shots)
+    except Exception as e:  # noqa: BLE001 - the shots stay delivered; the batch says what is missing
+        batch.conform_error = f"the conformed edit could not be written: {type(e).__name__}: {e}"
+        get_run_logger().error(batch.conform_error)
+        return
+    batch.outcomes = [replace(o, conform_uri=batch.conform_uri) if o.delivered else o for o in batch.outcomes]
+    manifest.record(store, shots=[o.shot_row(store) for o in batch.outcomes if o.delivered])
 
 
 def _run_shots(edit: str, spec: RunSpec, shots: list[Shot], run_id: str, attempts: dict[str, int],
