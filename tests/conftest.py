@@ -138,6 +138,15 @@ def void_loads_nothing(monkeypatch):
         monkeypatch.setattr(cls, "from_config", refuse)
 
 
+@pytest.fixture(scope="module")
+def prefect_server():
+    """A real (temporary) Prefect server and database for the flows of one test module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=240):
+        yield
+
+
 def mount_namespace(*mounts: str) -> list[str]:
     """A command prefix that runs a command in a private mount namespace after `mounts` (shell commands).
 

@@ -29,14 +29,6 @@ def spec(out, backend: BackendSpec = BackendSpec(), **more) -> RunSpec:
     return RunSpec(out=str(out), backend=backend, delivery=DeliverySpec(qc_every=1), **more)
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=240):
-        yield
-
-
 def _seq_frames(out: Path, row: dict) -> list[np.ndarray]:
     folder = Path(row["output_uri"])
     files = sorted(folder.glob(f"{row['shot_id']}_void_v{row['version']:03d}.*.png"))

@@ -24,14 +24,6 @@ from tasks.spec import DeliverySpec, MaskSpec, RunSpec
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=240):
-        yield
-
-
 def spec(out, fmt="png", **more) -> RunSpec:
     return RunSpec(out=str(out), delivery=DeliverySpec(format=fmt, qc_every=1), **more)
 
