@@ -33,24 +33,35 @@ def _env(**more) -> dict:
     return {**env, "PYTHONPATH": str(ROOT), **more}
 
 
+@contextlib.contextmanager
+def edit_with_stalled_shot(folder: Path, stalled: str):
+    """An edit of sh010 and sh020 in `folder`/e whose `stalled` shot's quadmask is a FIFO nobody writes to.
+
+    Yields the sample shots; on the way out a writer opens the FIFO, so nothing stays blocked on it.
+    """
+    from shots.sample_edit import write_sample_edit
+
+    edit, samples = write_sample_edit(folder / "e", height=64, width=112, shots=(
+        ("sh010", "static", 20, 1), ("sh020", "static", 20, 2)))
+    fifo = folder / "e" / "stalled_quadmask.mkv"
+    os.mkfifo(fifo)
+    tl = otio.adapters.read_from_file(str(edit))
+    next(c for c in tl.find_clips() if c.name == stalled).metadata["voidbatch"]["quadmask"] = str(fifo)
+    otio.adapters.write_to_file(tl, str(edit))
+    try:
+        yield samples
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
 @pytest.fixture
 def stalled_edit(tmp_path):
     """sh010 processes normally; sh020's quadmask is a FIFO, so the batch waits in sh020 until stopped."""
-    from shots.sample_edit import write_sample_edit
-
-    edit, samples = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(
-        ("sh010", "static", 20, 1), ("sh020", "static", 20, 2)))
-    fifo = tmp_path / "e" / "stalled_quadmask.mkv"
-    os.mkfifo(fifo)
-    tl = otio.adapters.read_from_file(str(edit))
-    next(c for c in tl.find_clips() if c.name == "sh020").metadata["voidbatch"]["quadmask"] = str(fifo)
-    otio.adapters.write_to_file(tl, str(edit))
-    fix = tmp_path / "fix.json"  # the morning's fix: the real mask
-    fix.write_text(json.dumps({"shots": {"sh020": {"quadmask": samples[1].quadmask}}}))
-    yield tmp_path, fix
-    with contextlib.suppress(OSError):  # release anything still blocked opening the FIFO
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
+    with edit_with_stalled_shot(tmp_path, "sh020") as samples:
+        fix = tmp_path / "fix.json"  # the morning's fix: the real mask
+        fix.write_text(json.dumps({"shots": {"sh020": {"quadmask": samples[1].quadmask}}}))
+        yield tmp_path, fix
 
 
 def _children(pid: int) -> list[int]:
@@ -218,15 +229,8 @@ def test_cancel_in_the_ui_stops_a_command_line_batch_between_shots(tmp_path):
 
     import httpx
 
-    from shots.sample_edit import write_sample_edit
-
-    edit, _ = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(
-        ("sh010", "static", 20, 1), ("sh020", "static", 20, 2)))
-    fifo = tmp_path / "e" / "stalled_quadmask.mkv"
-    os.mkfifo(fifo)
-    tl = otio.adapters.read_from_file(str(edit))
-    next(c for c in tl.find_clips() if c.name == "sh010").metadata["voidbatch"]["quadmask"] = str(fifo)
-    otio.adapters.write_to_file(tl, str(edit))
+    stack = contextlib.ExitStack()
+    stack.enter_context(edit_with_stalled_shot(tmp_path, "sh010"))
     log = tmp_path / "run.log"
     proc = subprocess.Popen([*VOIDBATCH, "run", "e/sample_edit.otio", "--out", "out"], cwd=tmp_path,
                             env=_env(VOIDBATCH_MEDIA_TIMEOUT="20"), stdout=open(log, "wb"), stderr=subprocess.STDOUT,
@@ -240,8 +244,7 @@ def test_cancel_in_the_ui_stops_a_command_line_batch_between_shots(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        stack.close()
     latest = _latest(tmp_path / "out")
     assert latest["sh010"]["status"] == "failed" and "did not open within 20 s" in latest["sh010"]["error"]
     assert latest["sh020"]["status"] == "interrupted" and "cancelled in the Prefect UI" in latest["sh020"]["error"]
