@@ -22,14 +22,16 @@ import opentimelineio as otio  # noqa: E402
 
 from model import removal  # noqa: E402
 from model.classical import ClassicalBackend  # noqa: E402
-from shots import conform, deliver, extract  # noqa: E402
+from shots import conform, deliver, extract, provenance  # noqa: E402
 from shots import quadmask as qm  # noqa: E402
 from shots.deliver import ffmpeg_exe  # noqa: E402
 from shots.ingest import IngestOptions, ingest  # noqa: E402
 from shots.synthetic import make_scene  # noqa: E402
 from storage.store import ArtifactStore  # noqa: E402
+from tasks.shot import content_credentials  # noqa: E402
+from tasks.spec import DeliverySpec, RunSpec  # noqa: E402
 
-TIMES = {"decode": 0.0, "encode": 0.0, "removal": 0.0, "qc read-back": 0.0}
+TIMES = {"decode": 0.0, "encode": 0.0, "removal": 0.0, "qc read-back": 0.0, "c2pa signing": 0.0}
 
 
 def _timed_iter(fn, bucket):
@@ -88,6 +90,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--format", default="png", choices=deliver.FORMATS)
     ap.add_argument("--qc-every", type=int, default=10, help="QC reads back the first, last and every Nth frame")
+    ap.add_argument("--provenance", default="unsigned", choices=("unsigned", "off"), help="C2PA signing")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -101,6 +104,7 @@ def main() -> None:
         deliver.SequenceWriter.write = _timed_call(deliver.SequenceWriter.write, "encode")
         deliver.ProResWriter.write = _timed_call(deliver.ProResWriter.write, "encode")
         conform._qc = _timed_call(conform._qc, "qc read-back")
+        provenance.sign_version = _timed_call(provenance.sign_version, "c2pa signing")
         backend = ClassicalBackend()
         backend.remove = _timed_call(backend.remove, "removal")
         store = ArtifactStore(str(folder / "out"))
@@ -111,14 +115,15 @@ def main() -> None:
         results = [removal.remove_chunk(c, backend.identity, lambda: backend, store, prepared.work_key, shot.shot_id,
                                         rate=24) for c in prepared.chunks]
         t2 = time.perf_counter()
+        spec = RunSpec(out=store.root, delivery=DeliverySpec(format=args.format, provenance=args.provenance))
         conform.conform_shot(prepared, {r.chunk_index: r.output_key for r in results}, store, args.format,
-                             qc_every=args.qc_every)
+                             qc_every=args.qc_every, sign=content_credentials(prepared, backend.identity, spec))
         t3 = time.perf_counter()
 
     wall = t3 - t0
     other = wall - sum(TIMES.values())
     print(f"1080p shot, {args.frames} frames, ROI {prepared.roi.as_list()}, {len(prepared.chunks)} chunk(s), "
-          f"deliverable {args.format}, QC every {args.qc_every} frame(s)")
+          f"deliverable {args.format}, QC every {args.qc_every} frame(s), provenance {args.provenance}")
     print(f"end to end: {wall:.1f} s = {args.frames / wall:.2f} frames/s")
     print(f"stages: prepare {t1 - t0:.1f} s, remove {t2 - t1:.1f} s, conform {t3 - t2:.1f} s")
     print(f"{'share of wall time':<22}{'seconds':>9}{'share':>8}")

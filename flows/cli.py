@@ -45,7 +45,7 @@ def _spec(out: Path, **parts):
         return RunSpec(out=str(out), ingest=given(IngestSpec, ("rate", "handles", "shots_file", "relink")),
                        masks=given(MaskSpec, ("segmenter", "reasoner", "sam2_dir", "allow_large_mask")),
                        backend=given(BackendSpec, ("name", "passes", "model_dir", "steps", "guidance", "model_size")),
-                       delivery=given(DeliverySpec, ("format", "qc_every")),
+                       delivery=given(DeliverySpec, ("format", "qc_every", "provenance")),
                        **{k: parts[k] for k in ("seed", "force") if k in parts})
     except ValidationError as e:
         raise _fail(spec_error(e)) from None
@@ -137,7 +137,8 @@ def run(edit: EditArg, out: OutOpt,
         shots: ShotsOpt = None, relink: RelinkOpt = None, rate: RateOpt = None, handles: HandlesOpt = 8,
         seed: Annotated[int, typer.Option(help="Base seed; each chunk's seed derives from shot id and chunk")] = 0,
         force: Annotated[bool, typer.Option("--force", help="Render a new version even when up to date")] = False,
-        model_dir: Annotated[Optional[str], typer.Option("--model-dir", help="VOID weights folder or fsspec URI")] = None,
+        model_dir: Annotated[Optional[str], typer.Option("--model-dir",
+                                                         help="VOID weights folder or fsspec URI")] = None,
         steps: Annotated[int, typer.Option(help="VOID denoising steps")] = 50,
         guidance: Annotated[float, typer.Option(help="VOID classifier-free guidance (1.0: none)")] = 1.0,
         model_size: Annotated[str, typer.Option("--model-size", help="Working size HxW (VOID: 384x672)")] = "384x672",
@@ -145,13 +146,15 @@ def run(edit: EditArg, out: OutOpt,
         allow_large_mask: Annotated[bool, typer.Option("--allow-large-mask",
                                                        help="Process masks removing over 60% of a frame")] = False,
         qc_every: Annotated[int, typer.Option("--qc-every", help="QC reads back the first, last and every "
-                                                                 "Nth delivered frame (1: all)")] = 10):
+                                                                 "Nth delivered frame (1: all)")] = 10,
+        provenance: Annotated[str, typer.Option(help="C2PA content credentials: auto | signed | unsigned | "
+                                                     "off")] = "auto"):
     """Run the batch over an edit: every flagged shot gets a new clean-plate version."""
     from flows.runner import UsageError, run_batch
 
     spec = _spec(out, name=backend, passes=passes, format=format, rate=rate, handles=handles, seed=seed,
                  force=force, steps=steps, guidance=guidance, model_size=model_size, segmenter=segmenter,
-                 reasoner=reasoner, allow_large_mask=allow_large_mask, qc_every=qc_every,
+                 reasoner=reasoner, allow_large_mask=allow_large_mask, qc_every=qc_every, provenance=provenance,
                  **_paths(shots_file=shots, relink=relink, model_dir=model_dir, sam2_dir=sam2_dir))
     try:
         batch = run_batch(str(edit), spec)
@@ -196,6 +199,23 @@ def status(out: OutOpt):
         raise _fail(f"no manifest in {out}")
     _print_rows(latest, title=f"{out}: latest attempt per shot" + (f" (batch {live} is running)" if live else ""))
     raise typer.Exit(1 if any(r["status"] in manifest.NEEDS_RERUN for r in latest) else 0)
+
+
+@app.command()
+def verify(path: Annotated[Path, typer.Argument(help="A delivered file, a sequence folder or a version folder")],
+           trust: Annotated[Optional[Path], typer.Option(
+               "--trust", help="The studio's CA certificate (PEM): signatures chaining to it read as trusted")] = None):
+    """Check a delivered version's content credentials: what was done, by what, to which plate, every frame."""
+    from shots.provenance import ProvenanceError
+    from shots.provenance import verify as check
+
+    try:
+        report = check(path, trust_anchors=trust.read_bytes() if trust else None)
+    except (ProvenanceError, OSError, ValueError) as e:
+        raise _fail(f"{path}: {e}") from None
+    for line in report.lines():
+        Console().print(line, highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()

@@ -50,6 +50,7 @@ class Deliverable:
     contact_sheet_key: str
     lossy: bool  # a lossy codec: keep pixels close to the source, not equal
     qc: qc.QcReport
+    provenance: str = "off"  # content credentials on its files: signed | unsigned (test identity) | off
 
 
 def render_key(prepared: PreparedShot, chunk_output_keys: list[str], fmt: str) -> str:
@@ -88,8 +89,13 @@ class _StitchedChunks:
 
 
 def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: ArtifactStore, fmt: str = "png",
-                 progress: Callable[[float], None] | None = None, qc_every: int = 1) -> Deliverable:
-    """Composite the chunk outputs into the plate, publish `shots/{id}/v{NNN}/`, QC what was written."""
+                 progress: Callable[[float], None] | None = None, qc_every: int = 1,
+                 sign: Callable[[Path, list[Path]], str] | None = None) -> Deliverable:
+    """Composite the chunk outputs into the plate, QC what was written, sign it, publish `shots/{id}/v{NNN}/`.
+
+    `sign(folder, files)` adds content credentials to the finished files before the version lands and
+    returns the provenance state (`shots.provenance`); None: unsigned and unmarked ("off").
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown deliverable format {fmt!r}; choose one of {', '.join(FORMATS)}")
     shot, roi = prepared.shot, prepared.roi
@@ -119,15 +125,17 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
             writer.close()
         contact = layout.contact_sheet(shot.shot_id, version)
         contact_sheet(pairs, folder / contact)
-        files = sorted(f for f in folder.iterdir() if f.name != contact)
-        digest = files_sha256(files)
         report = _qc(prepared, folder / _delivered_name(shot.shot_id, version, fmt), qc_every)
+        ext = ".mov" if fmt == "prores" else f".{fmt}"
+        files = sorted(f for f in folder.iterdir() if f.suffix == ext and f.name != contact)
+        state = sign(folder, files) if sign is not None else "off"
+        digest = files_sha256(files)  # after signing: credentials are part of the delivered bytes
     vkey = layout.version_folder(shot.shot_id, version)
     output_key = layout.deliverable(shot.shot_id, version, fmt)
     log.info("shot %s: published %s (%d frames); QC on %d delivered frames: keep-region max diff %g (%s)",
              shot.shot_id, store.uri(output_key), n, report.frames_checked, report.keep_max_diff, report.precision)
     return Deliverable(shot.shot_id, version, output_key, fmt, layout.FIRST_FRAME, n, digest,
-                       f"{vkey}/{contact}", fmt in LOSSY, report)
+                       f"{vkey}/{contact}", fmt in LOSSY, report, state)
 
 
 def _delivered_name(shot_id: str, version: int, fmt: str) -> str:

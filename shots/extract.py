@@ -54,6 +54,14 @@ class ChunkInput:
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """What a preparation reads, by content: the sha256 of the plate frames and of the mask frames."""
+
+    plate_sha256: str
+    mask_sha256: str
+
+
+@dataclass(frozen=True)
 class PreparedShot:
     shot: Shot
     roi: Box
@@ -62,6 +70,9 @@ class PreparedShot:
     mask_offset: int  # mask file index of the shot's first frame
     work_key: str  # store folder of this shot's intermediates
     chunks: tuple[ChunkInput, ...]
+    inputs: Inputs
+    region: Box  # where anything is removed or affected, in plate pixels, over the whole shot
+    region_frames: tuple[int, int]  # first and last shot frame (0-based) with anything removed or affected
 
     def mask_frames(self) -> Iterator[np.ndarray]:
         """The shot's quadmask at source resolution, frame by frame (mattes become remove/keep)."""
@@ -71,12 +82,15 @@ class PreparedShot:
         return {"shot": self.shot.to_dict(), "roi": self.roi.as_list(), "mask_source": self.mask_source,
                 "mask_path": self.mask_path, "mask_offset": self.mask_offset, "work_key": self.work_key,
                 "chunks": [{"chunk": asdict(c.chunk), "plate_key": c.plate_key, "mask_key": c.mask_key,
-                            "content_sha256": c.content_sha256} for c in self.chunks]}
+                            "content_sha256": c.content_sha256} for c in self.chunks],
+                "inputs": asdict(self.inputs), "region": self.region.as_list(),
+                "region_frames": list(self.region_frames)}
 
     @classmethod
     def from_dict(cls, d: dict) -> PreparedShot:
         return cls(shot=Shot.from_dict(d["shot"]), roi=Box(*d["roi"]), mask_source=d["mask_source"],
                    mask_path=d["mask_path"], mask_offset=d["mask_offset"], work_key=d["work_key"],
+                   inputs=Inputs(**d["inputs"]), region=Box(*d["region"]), region_frames=tuple(d["region_frames"]),
                    chunks=tuple(ChunkInput(Chunk(**c["chunk"]), c["plate_key"], c["mask_key"], c["content_sha256"])
                                 for c in d["chunks"]))
 
@@ -120,15 +134,19 @@ def resolve_mask(shot: Shot) -> tuple[str, str, int]:
     return source, path, offset
 
 
-def inputs_key(shot: Shot, source: str, mask_path: str, mask_offset: int, model_size: tuple[int, int]) -> str:
-    """The content key of a preparation: the bytes of the plate and mask frames the shot reads, and how."""
+def read_inputs(shot: Shot, mask_path: str, mask_offset: int) -> Inputs:
+    """The content of what the shot reads: the bytes of its plate frames and mask frames (never names or mtimes)."""
     try:
-        plate = files_sha256(media_files(shot.media.path, shot.file_start, shot.frames))
-        mask = files_sha256(media_files(mask_path, mask_offset, shot.frames))
+        return Inputs(files_sha256(media_files(shot.media.path, shot.file_start, shot.frames)),
+                      files_sha256(media_files(mask_path, mask_offset, shot.frames)))
     except (MediaError, OSError) as e:
         raise ShotError(shot.shot_id, f"cannot read its inputs: {e}") from None
-    return content_key("prepared-shot", plate, shot.file_start, shot.frames, source, mask, mask_offset,
-                       list(model_size))
+
+
+def inputs_key(shot: Shot, source: str, inputs: Inputs, mask_offset: int, model_size: tuple[int, int]) -> str:
+    """The content key of a preparation: what it reads, and how."""
+    return content_key("prepared-shot/2", inputs.plate_sha256, shot.file_start, shot.frames, source,
+                       inputs.mask_sha256, mask_offset, list(model_size))
 
 
 def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], None] | None = None,
@@ -142,7 +160,8 @@ def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], N
     if shot.problem:
         raise ShotError(shot.shot_id, shot.problem)
     source, mask_path, offset = resolve_mask(shot)
-    work_key = layout.work_folder(shot.shot_id, inputs_key(shot, source, mask_path, offset, model_size))
+    inputs = read_inputs(shot, mask_path, offset)
+    work_key = layout.work_folder(shot.shot_id, inputs_key(shot, source, inputs, offset, model_size))
     record_key = layout.prepared_record(work_key)
     if store.exists(record_key):
         prepared = PreparedShot.from_dict(json.loads(store.get_bytes(record_key)))
@@ -151,10 +170,12 @@ def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], N
             return prepared
 
     # Pass 1 over the mask: where is anything removed or affected, and is it plausible?
-    union = None
+    union, touched = None, []
     for t, m in enumerate(_mask_frames(source, mask_path, offset, shot.frames)):
         region = m != KEEP
         union = region if union is None else (union | region)
+        if region.any():
+            touched.append(t)
         removed = float(np.count_nonzero(m <= qm.OVERLAP)) / m.size
         if max_remove_fraction is not None and removed > max_remove_fraction:
             raise ShotError(shot.shot_id, f"{source} {mask_path} removes {removed:.0%} of shot frame {t} (media "
@@ -175,11 +196,13 @@ def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], N
     try:
         plates = read_frames(media.path, shot.file_start, shot.frames, size=model_size if full else None)
         masks = _mask_frames(source, mask_path, offset, shot.frames)
-        inputs = list(_write_chunks(shot, chunks, plates, masks, roi, full, model_size, store, work_key, progress))
+        chunk_inputs = list(_write_chunks(shot, chunks, plates, masks, roi, full, model_size, store, work_key,
+                                          progress))
     except MediaError as e:
         raise ShotError(shot.shot_id, str(e)) from None
     prepared = PreparedShot(shot=shot, roi=roi, mask_source=source, mask_path=mask_path, mask_offset=offset,
-                            work_key=work_key, chunks=tuple(inputs))
+                            work_key=work_key, chunks=tuple(chunk_inputs), inputs=inputs, region=bbox,
+                            region_frames=(touched[0], touched[-1]))
     store.put_bytes(record_key, json.dumps(prepared.to_dict(), indent=1).encode())
     return prepared
 

@@ -64,6 +64,7 @@ SHOTS_SCHEMA = pa.schema(
         ("output_sha256", pa.string()),
         ("deliverable_lossy", pa.bool_()),  # a lossy codec (ProRes): keep pixels are close, not exact
         ("contact_sheet_uri", pa.string()),
+        ("provenance", pa.string()),  # C2PA content credentials: signed | unsigned (untrusted test identity) | off
         ("conform_uri", pa.string()),
         ("qc_keep_max_diff", pa.float64()),  # largest keep-region change in the DELIVERED files, source units
         ("qc_frames_checked", pa.int32()),

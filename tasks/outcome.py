@@ -129,7 +129,7 @@ def deliverable_columns(d: Deliverable, store: ArtifactStore) -> dict:
     return {"version": d.version, "output_uri": store.uri(d.output_key), "output_format": d.output_format,
             "output_first_frame": d.first_frame, "output_sha256": d.sha256, "deliverable_lossy": d.lossy,
             "contact_sheet_uri": store.uri(d.contact_sheet_key), "qc_keep_max_diff": d.qc.keep_max_diff,
-            "qc_frames_checked": d.qc.frames_checked, "qc_precision": d.qc.precision}
+            "qc_frames_checked": d.qc.frames_checked, "qc_precision": d.qc.precision, "provenance": d.provenance}
 
 
 def deliverable_from_row(row: dict, store: ArtifactStore) -> Deliverable:
@@ -140,4 +140,5 @@ def deliverable_from_row(row: dict, store: ArtifactStore) -> Deliverable:
                        contact_sheet_key=store.key_of(row["contact_sheet_uri"]),
                        lossy=bool(row.get("deliverable_lossy")),
                        qc=QcReport(row.get("qc_keep_max_diff") or 0.0, row.get("qc_frames_checked") or 0,
-                                   row.get("qc_precision") or "8-bit code"))
+                                   row.get("qc_precision") or "8-bit code"),
+                       provenance=row.get("provenance") or "off")

@@ -1,12 +1,17 @@
 """Tasks for one shot: prepare its chunks, conform them into a version, record the outcome."""
 from __future__ import annotations
 
+from importlib.metadata import version
+from pathlib import Path
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from model import removal
-from shots import conform, deliver, extract
-from storage import manifest
+from model.backend import BackendIdentity
+from model.void.files import default_cache_dir
+from shots import conform, deliver, extract, provenance
+from storage import layout, manifest
 from storage.store import ArtifactStore
 from tasks.outcome import ShotOutcome, deliverable_from_row
 from tasks.spec import RunSpec
@@ -49,8 +54,28 @@ def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResu
         return deliverable_from_row(row, store), key, True
     deliver.check_free_space(store, shot.shot_id, fmt, shot.media.width, shot.media.height, shot.frames)
     outputs = {r.chunk_index: r.output_key for r in results}
-    return conform.conform_shot(prepared, outputs, store, fmt, progress=progress,
-                                qc_every=spec.delivery.qc_every), key, False
+    return conform.conform_shot(prepared, outputs, store, fmt, progress=progress, qc_every=spec.delivery.qc_every,
+                                sign=content_credentials(prepared, results[0].backend, spec)), key, False
+
+
+def content_credentials(prepared: extract.PreparedShot, backend: BackendIdentity, spec: RunSpec):
+    """What signs a version of this shot (`sign(folder, files) -> state`), or None when provenance is off.
+
+    The identity is loaded here, in the process that signs: key material never travels or gets logged.
+    """
+    identity = provenance.load_identity(spec.delivery.provenance, default_cache_dir() / "c2pa")
+    if identity is None:
+        return None
+    shot, (first, last), used = prepared.shot, prepared.region_frames, prepared.shot.source_range
+    edit = provenance.Edit(
+        plate=provenance.Plate(Path(shot.media.path).name, prepared.inputs.plate_sha256, used.timecode(),
+                               used.timecode(used.end_inclusive)),
+        agent=provenance.SoftwareAgent(version("voidbatch"), backend.name, backend.version, backend.weights_sha256),
+        prompt=shot.instructions.prompt or "",
+        region=provenance.Region(layout.FIRST_FRAME + first, layout.FIRST_FRAME + last,
+                                 tuple(prepared.region.as_list()), prepared.mask_path, prepared.inputs.mask_sha256),
+        generated=backend.name != "classical")
+    return lambda folder, files: provenance.sign_version(folder, files, spec.delivery.format, edit, identity).state
 
 
 @task(name="record-shot", cache_policy=NO_CACHE)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from model.masks.batch import REASONER_NAMES, SEGMENTER_NAMES
 from shots.deliver import FORMATS
+from shots.provenance import MODES as PROVENANCE_MODES
 from shots.frames import normalize_rate
 from shots.ingest import DEFAULT_HANDLES, IngestOptions
 from storage.store import ArtifactStore
@@ -33,7 +34,8 @@ FLAGS = {
     "segmenter": "--segmenter", "reasoner": "--reasoner", "sam2_dir": "--sam2-dir",
     "allow_large_mask": "--allow-large-mask", "name": "--backend", "passes": "--passes",
     "model_dir": "--model-dir", "steps": "--steps", "guidance": "--guidance", "model_size": "--model-size",
-    "format": "--format", "qc_every": "--qc-every", "seed": "--seed", "force": "--force", "dispatch": "--dispatch",
+    "format": "--format", "qc_every": "--qc-every", "provenance": "--provenance", "seed": "--seed",
+    "force": "--force", "dispatch": "--dispatch",
 }
 
 
@@ -143,6 +145,10 @@ class DeliverySpec(_Part):
 
     format: Literal[FORMATS] = Field("png", description="png | exr | prores")
     qc_every: int = Field(10, ge=1, description="QC decodes the delivered first, last and every Nth frame (1: all)")
+    provenance: Literal[PROVENANCE_MODES] = Field(
+        "auto", description="C2PA content credentials: signed (studio identity from $VOIDBATCH_C2PA_CERT and "
+                            "$VOIDBATCH_C2PA_KEY), unsigned (an untrusted local test identity), off; auto: signed "
+                            "when configured, else unsigned")
 
 
 class RunSpec(_Part):
