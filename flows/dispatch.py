@@ -22,7 +22,7 @@ from typing import Any
 from shots.shot import Shot
 from storage import layout
 from storage.store import ArtifactStore
-from tasks.outcome import ShotOutcome
+from tasks.outcome import ShotOutcome, outcome_of
 from tasks.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def dispatch_shots(jobs: list[ShotJob], store: ArtifactStore, *, deployment: str
         for run in final.values():
             if not (run.state and run.state.is_final()):
                 _cancel(client, run)
-    return {job.shot.shot_id: outcome_of(job, final[job.shot.shot_id], deployment) for job in jobs}
+    return {job.shot.shot_id: shot_outcome(job, final[job.shot.shot_id], deployment) for job in jobs}
 
 
 def _with_results_under(store: ArtifactStore, job_variables: dict | None) -> dict:
@@ -94,13 +94,13 @@ def _with_results_under(store: ArtifactStore, job_variables: dict | None) -> dic
     return variables
 
 
-def outcome_of(job: ShotJob, run, deployment: str) -> ShotOutcome:
+def shot_outcome(job: ShotJob, run, deployment: str) -> ShotOutcome:
     """The outcome the run persisted, or a failed one saying how the run ended without one."""
     state = run.state
     name = state.name if state else "unknown"
     if state is not None and state.is_final():
         try:
-            result = state.result(raise_on_failure=False)
+            result = outcome_of(state)
         except Exception as e:  # noqa: BLE001 - no persisted result (crashed before returning, storage unseen)
             result = e
         if isinstance(result, ShotOutcome):
@@ -109,8 +109,8 @@ def outcome_of(job: ShotJob, run, deployment: str) -> ShotOutcome:
         error = f"shot {job.shot.shot_id}: {deployment} run {run.name} ended {name}" + (f": {message}" if message
                                                                                        else "")
         if state.is_completed():
-            error += (f"; its result could not be read ({type(result).__name__}): is the output on storage both "
-                      f"machines see at the same path?")
+            error += (f"; its result could not be read ({type(result).__name__}: {result}): is the output on "
+                      f"storage both machines see at the same path?")
     else:
         error = f"shot {job.shot.shot_id}: {deployment} run {run.name} did not finish in time ({name}); cancelled"
     log.error(error)

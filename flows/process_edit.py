@@ -26,7 +26,7 @@ from storage.atomic import sweep_partials
 from storage.lock import OutputLock
 from storage.store import ArtifactStore
 from tasks.edit import conform_edit, plan_edit, start_run
-from tasks.outcome import ShotOutcome, utcnow
+from tasks.outcome import ShotOutcome, Unsuccessful, outcome_of, utcnow
 from tasks.report import BatchProgress, batch_table
 from tasks.shot import record_outcome
 from tasks.spec import RunSpec, absolute
@@ -40,7 +40,7 @@ class BatchCancelled(Exception):
     """Cancel was asked for in the Prefect UI while the batch ran in a process no worker supervises."""
 
 
-@dataclass
+@dataclass(repr=False)
 class BatchOutcome:
     """What a batch did: one outcome per planned shot, and the conformed edit if one was written."""
 
@@ -49,6 +49,12 @@ class BatchOutcome:
     outcomes: list[ShotOutcome] = field(default_factory=list)
     conform_uri: str | None = None
     conform_error: str | None = None  # the shots are done, but the conformed edit could not be written
+
+    def __repr__(self) -> str:
+        counts = {}
+        for o in self.outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        return f"BatchOutcome({self.run_id}: {', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'no shots'})"
 
     def with_status(self, *statuses: str) -> list[str]:
         return [o.shot.shot_id for o in self.outcomes if o.status in statuses]
@@ -77,8 +83,8 @@ def process_edit(edit: str, spec: RunSpec, only_shots: list[str] | None = None, 
         except BaseException as stop:  # SIGTERM (Prefect's TerminationSignal), a cancel, Ctrl-C
             _record_interrupted(store, batch, shots, attempts, stop)
             if isinstance(stop, BatchCancelled):
-                return Cancelled(message=f"cancelled: {', '.join(batch.with_status('interrupted'))} interrupted",
-                                 data=batch)
+                message = f"cancelled: {', '.join(batch.with_status('interrupted'))} interrupted"
+                return Cancelled(message=message, data=Unsuccessful(message, batch))
             raise
         if any(o.status in ("done", "degraded") for o in batch.outcomes):  # new versions: a new conform
             _conform(batch, spec, store, edit_shots)
@@ -87,7 +93,8 @@ def process_edit(edit: str, spec: RunSpec, only_shots: list[str] | None = None, 
     failed = batch.with_status("failed")
     if failed or batch.conform_error:
         problems = [f"{len(failed)} of {len(batch.outcomes)} shots failed: {', '.join(failed)}"] if failed else []
-        return Failed(message="; ".join(problems + [batch.conform_error or ""]).strip("; "), data=batch)
+        message = "; ".join(problems + [batch.conform_error or ""]).strip("; ")
+        return Failed(message=message, data=Unsuccessful(message, batch))
     return batch
 
 
@@ -142,7 +149,7 @@ def _subflow_outcome(state, job: ShotJob, store: ArtifactStore) -> ShotOutcome:
     reused (`up_to_date`, chunks cached), so every planned row ends.
     """
     try:
-        result = state.result(raise_on_failure=False)
+        result = outcome_of(state)
     except Exception as e:  # noqa: BLE001 - the result itself is unreadable
         result = e
     if isinstance(result, ShotOutcome):

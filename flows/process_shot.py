@@ -21,7 +21,7 @@ from shots.shot import Shot
 from storage.store import ArtifactStore, DiskFull
 from tasks.edit import plan_edit
 from tasks.masks import build_mask
-from tasks.outcome import ShotOutcome, utcnow
+from tasks.outcome import ShotOutcome, Unsuccessful, utcnow
 from tasks.removal import backend_identity, remove_chunk
 from tasks.report import ShotProgress, shot_artifact
 from tasks.shot import conform_shot, prepare_shot, record_outcome
@@ -46,7 +46,7 @@ def process_shot(edit: str, spec: RunSpec, shot_id: str, run_id: str, attempt: i
     record_outcome(store, outcome)
     shot_artifact(outcome.shot_row(store))
     if outcome.status == "failed":
-        return Failed(message=outcome.error, data=outcome)
+        return Failed(message=outcome.error, data=Unsuccessful(outcome.error, outcome))
     return outcome
 
 

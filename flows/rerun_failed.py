@@ -18,6 +18,7 @@ from storage import manifest
 from storage.lock import live_run
 from storage.store import ArtifactStore
 from tasks.edit import read_run
+from tasks.outcome import Unsuccessful, outcome_of
 from tasks.spec import RunSpec
 
 
@@ -52,11 +53,12 @@ def rerun_failed(out: str, relink: str | None = None, shots_file: str | None = N
         record = read_run(store, old_run)
         state = process_edit(record.edit, fixed_spec(record.spec, relink, shots_file), only_shots=shot_ids,
                              run_id=new_run_id(), return_state=True)
-        result = state.result(raise_on_failure=False)
+        result = outcome_of(state)
         if not isinstance(result, BatchOutcome):  # it failed before any shot ran (the edit is gone, say)
             raise RerunError(f"the rerun of batch {old_run} ({record.edit}) could not run: {result}")
         batches.append(result)
     failed = [s for b in batches for s in b.with_status("failed", "interrupted")]
     if failed:
-        return Failed(message=f"still failing: {', '.join(failed)}", data=batches)
+        message = f"still failing: {', '.join(failed)}"
+        return Failed(message=message, data=Unsuccessful(message, batches))
     return batches

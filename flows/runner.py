@@ -18,6 +18,7 @@ from shots import ingest, sidecar
 from storage import lock
 from storage.store import ArtifactStore, StoreError
 from tasks import report
+from tasks.outcome import outcome_of
 from tasks.spec import RunSpec
 
 
@@ -79,8 +80,8 @@ def _progress_bars(run: Callable[[], object]) -> object:
 
 
 def _result(state):
-    """A flow's returned value; UsageError when it failed before returning one (an exception)."""
-    result = state.result(raise_on_failure=False)
+    """A flow's outcome, however it ended; UsageError when it failed before it had one (an exception)."""
+    result = outcome_of(state)
     if isinstance(result, BaseException):
         raise UsageError(str(result) or type(result).__name__)
     return result

@@ -38,7 +38,10 @@ class ShotError(Exception):
 
     def __init__(self, shot_id: str, message: str):
         super().__init__(f"shot {shot_id}: {message}")
-        self.shot_id = shot_id
+        self.shot_id, self.message = shot_id, message
+
+    def __reduce__(self):  # picklable across processes (Prefect states, isolated children)
+        return type(self), (self.shot_id, self.message)
 
 
 class NothingToRemove(ShotError):

@@ -5,17 +5,17 @@ import json
 from dataclasses import dataclass
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from shots import conform, ingest
 from shots.shot import Shot
 from storage import layout, manifest
 from storage.store import ArtifactStore, StoreError
+from tasks import IN_MEMORY
 from tasks.outcome import ShotOutcome, deliverable_from_row, utcnow
 from tasks.spec import IngestSpec, RunSpec
 
 
-@task(name="plan-edit", cache_policy=NO_CACHE)
+@task(name="plan-edit", **IN_MEMORY)
 def plan_edit(edit: str, spec: IngestSpec) -> list[Shot]:
     """Every video clip of the edit as a Shot; flagged ones carry removal instructions."""
     shots = ingest.ingest(edit, spec.options())
@@ -46,7 +46,7 @@ def read_run(store: ArtifactStore, run_id: str) -> RunRecord:
     return RunRecord(doc["run_id"], doc["edit"], RunSpec.model_validate(doc["spec"]), doc["attempts"])
 
 
-@task(name="start-run", cache_policy=NO_CACHE)
+@task(name="start-run", **IN_MEMORY)
 def start_run(store: ArtifactStore, run_id: str, edit: str, spec: RunSpec, shots: list[Shot]) -> dict[str, int]:
     """Record the batch and a `planned` row per shot before any work, so a killed batch is accounted for.
 
@@ -60,7 +60,7 @@ def start_run(store: ArtifactStore, run_id: str, edit: str, spec: RunSpec, shots
     return attempts
 
 
-@task(name="conform-edit", cache_policy=NO_CACHE)
+@task(name="conform-edit", **IN_MEMORY)
 def conform_edit(edit: str, spec: RunSpec, store: ArtifactStore, shots: list[Shot]) -> str | None:
     """The edit with every processed clip pointing at its latest good version (from any batch); None if none."""
     good = manifest.latest_good(store)

@@ -4,14 +4,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from model.masks import batch
 from storage.store import ArtifactStore
+from tasks import IN_MEMORY
 from tasks.spec import MaskSpec
 
 
-@task(name="build-mask", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+@task(name="build-mask", retries=1, retry_delay_seconds=5, **IN_MEMORY,
       task_run_name="mask-{shot.shot_id}")
 def build_mask(shot, store: ArtifactStore, masks: MaskSpec, progress=None):
     """(shot pointing at its generated quadmask, mask result, mask URI)."""

@@ -26,7 +26,30 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(frozen=True)
+class Unsuccessful(Exception):
+    """A run that ended failed or cancelled, carrying its outcome.
+
+    Prefect raises a failed state's data when anything asks for its result (the engine does, at the end
+    of a deployment run), so the data must be an exception: a bare outcome there logged a TypeError
+    with the whole outcome in it. The message is what the UI shows; `.outcome` is what the run did.
+    """
+
+    def __init__(self, message: str, outcome):
+        super().__init__(message)
+        self.outcome = outcome
+
+    def __reduce__(self):
+        return type(self), (str(self), self.outcome)
+
+
+def outcome_of(state):
+    """What a finished run returned, whether it completed, failed or was cancelled (an exception instead
+    when it broke before it had an outcome)."""
+    result = state.result(raise_on_failure=False)
+    return result.outcome if isinstance(result, Unsuccessful) else result
+
+
+@dataclass(frozen=True, repr=False)
 class ShotOutcome:
     """One attempt at one shot: its status and everything that was made on the way."""
 
@@ -49,6 +72,10 @@ class ShotOutcome:
     started_at: datetime | None = None
     finished_at: datetime = field(default_factory=utcnow)
     peak_rss_mb: float = field(default_factory=peak_rss_mb)
+
+    def __repr__(self) -> str:  # logs and the UI: the gist, not every field
+        version = f" v{self.deliverable.version:03d}" if self.deliverable else ""
+        return f"ShotOutcome({self.shot.shot_id} attempt {self.attempt}: {self.status}{version})"
 
     @property
     def delivered(self) -> bool:

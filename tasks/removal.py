@@ -13,13 +13,13 @@ import threading
 from functools import lru_cache
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from model import removal, select
 from model.backend import BackendIdentity, RemovalBackend
 from model.isolate import Isolated
 from shots.extract import ChunkInput
 from storage.store import ArtifactStore
+from tasks import IN_MEMORY
 from tasks.spec import BackendSpec
 
 CHUNK_TIMEOUT_ENV = "VOIDBATCH_CHUNK_TIMEOUT"  # seconds; VOID chunks then run in a child process
@@ -47,7 +47,7 @@ def loaded_backend(spec: BackendSpec) -> RemovalBackend:
         return _loaded[spec]
 
 
-@task(name="remove-chunk", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE,
+@task(name="remove-chunk", retries=1, retry_delay_seconds=5, **IN_MEMORY,
       task_run_name="remove-{shot_id}-c{chunk.chunk.index}")
 def remove_chunk(chunk: ChunkInput, shot_id: str, work_key: str, prompt: str, backend: BackendSpec,
                  store: ArtifactStore, seed: int, rate, progress=None) -> removal.ChunkResult:

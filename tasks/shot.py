@@ -5,7 +5,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from model import removal
 from model.backend import BackendIdentity
@@ -13,6 +12,7 @@ from model.void.files import default_cache_dir
 from shots import conform, deliver, extract, provenance
 from storage import layout, manifest
 from storage.store import ArtifactStore
+from tasks import IN_MEMORY
 from tasks.outcome import ShotOutcome, deliverable_from_row
 from tasks.spec import RunSpec
 
@@ -28,7 +28,7 @@ def transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="prepare-shot", retries=1, retry_delay_seconds=5, retry_condition_fn=transient, cache_policy=NO_CACHE)
+@task(name="prepare-shot", retries=1, retry_delay_seconds=5, retry_condition_fn=transient, **IN_MEMORY)
 def prepare_shot(shot, store: ArtifactStore, spec: RunSpec, progress=None) -> extract.PreparedShot:
     """Validate the mask, choose the ROI, write model-size plate and mask chunks to the store."""
     limit = None if spec.masks.allow_large_mask else extract.MAX_REMOVE_FRACTION
@@ -38,7 +38,7 @@ def prepare_shot(shot, store: ArtifactStore, spec: RunSpec, progress=None) -> ex
     return prepared
 
 
-@task(name="conform-shot", retries=1, retry_delay_seconds=5, retry_condition_fn=transient, cache_policy=NO_CACHE)
+@task(name="conform-shot", retries=1, retry_delay_seconds=5, retry_condition_fn=transient, **IN_MEMORY)
 def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResult], store: ArtifactStore,
                  spec: RunSpec, progress=None) -> tuple[conform.Deliverable, str, bool]:
     """Stitch, composite into the full-resolution plate, publish a new version; or reuse an identical one.
@@ -78,7 +78,7 @@ def content_credentials(prepared: extract.PreparedShot, backend: BackendIdentity
     return lambda folder, files: provenance.sign_version(folder, files, spec.delivery.format, edit, identity).state
 
 
-@task(name="record-shot", cache_policy=NO_CACHE)
+@task(name="record-shot", **IN_MEMORY)
 def record_outcome(store: ArtifactStore, outcome: ShotOutcome) -> None:
     """The shot's rows into the manifest now (journal first), so a batch stopped later loses nothing."""
     manifest.record(store, shots=[outcome.shot_row(store)], chunks=outcome.chunk_rows(store))

@@ -159,7 +159,7 @@ def test_dispatch_gives_a_failed_outcome_for_a_run_that_returned_none():
     """A GPU run that crashed (its pod died) returned nothing: the batch gets a failed outcome saying so."""
     from prefect.exceptions import MissingResult
 
-    from flows.dispatch import outcome_of
+    from flows.dispatch import shot_outcome
 
     def no_result(raise_on_failure=True):
         raise MissingResult("the process died before returning")
@@ -167,7 +167,7 @@ def test_dispatch_gives_a_failed_outcome_for_a_run_that_returned_none():
     crashed = SimpleNamespace(name="eager-otter", state=SimpleNamespace(
         name="Crashed", message="Flow run infrastructure exited with non-zero status code -9.",
         is_final=lambda: True, is_completed=lambda: False, result=no_result))
-    outcome = outcome_of(_job(), crashed, "process-shot/process-shot")
+    outcome = shot_outcome(_job(), crashed, "process-shot/process-shot")
     assert outcome.status == "failed" and outcome.run_id == "run-1" and outcome.attempt == 1
     assert "eager-otter ended Crashed" in outcome.error and "-9" in outcome.error
 
@@ -479,7 +479,8 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
         timings["gpu_shots"] = time.monotonic() - t0
         # the outcomes are the runs' own persisted results, read back from under the output folder
         assert outcome["sh030"].status == "failed" and "84x48" in outcome["sh030"].error
-        assert outcome["sh010"].status == "up_to_date" and outcome["sh010"].deliverable.version == 1
+        assert outcome["sh010"].status == "up_to_date", outcome["sh010"].error
+        assert outcome["sh010"].deliverable.version == 1
         shot_runs = _api(server, "POST", "/flow_runs/filter",
                          {"deployments": {"id": {"any_": [deps["process-shot"]["id"]]}}})
         assert sorted((r["name"], r["state"]["type"]) for r in shot_runs) == [("sh010", "COMPLETED"),
