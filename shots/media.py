@@ -33,7 +33,8 @@ from storage.atomic import atomic_path, write_atomic
 
 __all__ = [
     "MediaError", "MediaInfo", "probe", "iter_frames", "read_frames", "read_frames_precise", "read_video",
-    "media_files", "write_video_lossless", "write_png_sequence", "RGB", "NATIVE", "SINGLE", "media_timeout",
+    "media_files", "write_video_lossless", "write_png_sequence", "write_h264", "RGB", "NATIVE", "SINGLE",
+    "media_timeout",
     "IMAGE_EXTS", "DEFAULT_SEQUENCE_RATE", "TIMEOUT_ENV", "DEFAULT_TIMEOUT", "VFR_WINDOW",
 ]
 
@@ -230,4 +231,27 @@ def write_png_sequence(pattern, frames: Iterable[np.ndarray], first_frame: int =
         shape = a.shape
         write_atomic(target, encode_png(a, target))
         count += 1
+    return count
+
+
+def write_h264(path, frames: Iterable[np.ndarray], rate) -> int:
+    """A small H.264 .mp4 of RGB frames for people to watch (previews, review proxies); lossy by design."""
+    path = Path(path)
+    rate = normalize_rate(rate)
+    count = 0
+    with atomic_path(path, suffix=path.suffix) as tmp, av.open(str(tmp), "w") as out:
+        stream = None
+        for a in frames:
+            if stream is None:
+                stream = out.add_stream("libx264", rate=rate)
+                stream.width, stream.height = a.shape[1], a.shape[0]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": "20", "preset": "veryfast"}
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="rgb24")
+            frame.pts = count
+            out.mux(stream.encode(frame))
+            count += 1
+        if stream is None:
+            raise ValueError(f"{path}: no frames to write")
+        out.mux(stream.encode(None))
     return count

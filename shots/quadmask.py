@@ -82,6 +82,34 @@ def read_mask_frames(path, start: int = 0, count: int | None = None,
     return (resize_mask(f, size) if size is not None else quantize(f) for f in frames)
 
 
+COLOURS = {REMOVE: (255, 40, 40), OVERLAP: (230, 0, 230), AFFECTED: (255, 190, 0)}  # for people: red, magenta, amber
+
+
+def overlay(frame: np.ndarray, quadmask: np.ndarray, alpha: float = 0.45, grid=None,
+            label: str | None = None) -> np.ndarray:
+    """RGB frame with the quadmask's levels tinted (and a grid with row_bounds/col_bounds, and a label, when given)."""
+    h, w = frame.shape[:2]
+    q = resize_mask(quadmask, (h, w))
+    out = frame.astype(np.float32)
+    for level, colour in COLOURS.items():
+        m = q == level
+        if m.any():
+            out[m] = (1 - alpha) * out[m] + alpha * np.array(colour, np.float32)
+    out = out.astype(np.uint8)
+    edge = cv2.morphologyEx((q <= OVERLAP).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    out[edge] = (255, 255, 255)
+    if grid is not None:
+        for y in grid.row_bounds(h)[1:-1]:
+            cv2.line(out, (0, int(y)), (w - 1, int(y)), (90, 90, 90), 1)
+        for x in grid.col_bounds(w)[1:-1]:
+            cv2.line(out, (int(x), 0), (int(x), h - 1), (90, 90, 90), 1)
+    if label:
+        scale = max(0.4, max(h, w) / 1600)
+        cv2.putText(out, label, (6, h - 8), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(out, label, (6, h - 8), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
 def write_quadmask(path, frames: Iterable[np.ndarray], rate, first_frame: int = 1001) -> int:
     """Lossless gray quadmask: FFV1 .mkv, or a gray PNG sequence when `path` is a '#'/printf pattern.
 
@@ -106,5 +134,5 @@ def write_quadmask(path, frames: Iterable[np.ndarray], rate, first_frame: int = 
 
 __all__ = [
     "LEVELS", "REMOVE", "OVERLAP", "AFFECTED", "KEEP", "MediaError",
-    "quantize", "check_levels", "resize_mask", "read_mask_frames", "write_quadmask",
+    "quantize", "check_levels", "resize_mask", "read_mask_frames", "write_quadmask", "overlay", "COLOURS",
 ]

@@ -9,68 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from model.masks.grid import Grid
-from shots.frames import normalize_rate
-from shots.media import write_video_lossless
-from shots.quadmask import AFFECTED, OVERLAP, REMOVE, resize_mask
+from shots.media import write_h264, write_video_lossless
+from shots.quadmask import overlay
 from storage.atomic import atomic_path
-
-COLOURS = {REMOVE: (255, 40, 40), OVERLAP: (230, 0, 230), AFFECTED: (255, 190, 0)}
-
-
-def overlay(frame: np.ndarray, quadmask: np.ndarray, alpha: float = 0.45, grid: Grid | None = None,
-            label: str | None = None) -> np.ndarray:
-    """RGB frame with the quadmask's levels tinted (and the grid, and a label, when given)."""
-    h, w = frame.shape[:2]
-    q = resize_mask(quadmask, (h, w))
-    out = frame.astype(np.float32)
-    for level, colour in COLOURS.items():
-        m = q == level
-        if m.any():
-            out[m] = (1 - alpha) * out[m] + alpha * np.array(colour, np.float32)
-    out = out.astype(np.uint8)
-    edge = cv2.morphologyEx((q <= OVERLAP).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-    out[edge] = (255, 255, 255)
-    if grid is not None:
-        for y in grid.row_bounds(h)[1:-1]:
-            cv2.line(out, (0, int(y)), (w - 1, int(y)), (90, 90, 90), 1)
-        for x in grid.col_bounds(w)[1:-1]:
-            cv2.line(out, (int(x), 0), (int(x), h - 1), (90, 90, 90), 1)
-    if label:
-        scale = max(0.4, max(h, w) / 1600)
-        cv2.putText(out, label, (6, h - 8), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, label, (6, h - 8), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
 
 def _preview_size(h: int, w: int, long_side: int) -> tuple[int, int]:
     s = min(1.0, long_side / max(h, w))
     return max(2, int(round(h * s / 2)) * 2), max(2, int(round(w * s / 2)) * 2)
-
-
-def _write_h264(path: Path, frames: Iterable[np.ndarray], rate) -> int:
-    rate = normalize_rate(rate)
-    count = 0
-    with atomic_path(path, suffix=path.suffix) as tmp, av.open(str(tmp), "w") as out:
-        stream = None
-        for a in frames:
-            if stream is None:
-                stream = out.add_stream("libx264", rate=rate)
-                stream.width, stream.height = a.shape[1], a.shape[0]
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": "20", "preset": "veryfast"}
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="rgb24")
-            frame.pts = count
-            out.mux(stream.encode(frame))
-            count += 1
-        if stream is None:
-            raise ValueError(f"{path}: no frames to write")
-        out.mux(stream.encode(None))
-    return count
 
 
 def write_preview(plate_frames: Iterable[np.ndarray], quadmask_frames: Iterable[np.ndarray], path, rate, *,
@@ -100,7 +49,7 @@ def write_preview(plate_frames: Iterable[np.ndarray], quadmask_frames: Iterable[
 
     if path.suffix.lower() == ".mkv":
         return write_video_lossless(path, frames(), rate)
-    return _write_h264(path, frames(), rate)
+    return write_h264(path, frames(), rate)
 
 
 def contact_sheet(stills: list[tuple[int, np.ndarray, np.ndarray]], columns: int = 4, tile_width: int = 480,
