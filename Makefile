@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # CPU-only machines build sam2 without its CUDA extension.
 SAM2_BUILD_CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && echo 1 || echo 0)
 
-.PHONY: env demo test bench clean
+.PHONY: env demo test bench clean browser
 
 env: $(STAMP)
 
@@ -28,8 +28,14 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(VENV)/bin/voidbatch demo --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q
+
+# Debian's Chromium, for the review page's browser tests (they skip where it cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1 && \
+		echo "installed chromium for the browser tests"; } || echo "chromium not installed: browser tests will skip"
 
 bench: $(STAMP)
 	$(PY) bench/decode.py

@@ -12,8 +12,11 @@ import signal
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -27,7 +30,7 @@ from storage.lock import OutputLock
 from storage.store import ArtifactStore
 from tasks.edit import conform_edit, plan_edit, start_run
 from tasks.outcome import ShotOutcome, Unsuccessful, outcome_of, utcnow
-from tasks.report import BatchProgress, batch_table
+from tasks.report import BatchProgress, BatchTable, update_review
 from tasks.shot import record_outcome
 from tasks.spec import RunSpec, absolute
 
@@ -60,8 +63,18 @@ class BatchOutcome:
         return [o.shot.shot_id for o in self.outcomes if o.status in statuses]
 
 
-@flow(name="process-edit", task_runner=ThreadPoolTaskRunner(max_workers=2), persist_result=True)
-def process_edit(edit: str, spec: RunSpec, only_shots: list[str] | None = None, run_id: str | None = None):
+def batch_run_name() -> str:
+    """`{edit}-{date}`: what people look for in the UI in the morning."""
+    from prefect.runtime import flow_run
+
+    edit = flow_run.parameters.get("edit") or "edit"
+    return f"{Path(edit).stem}-{datetime.now():%Y-%m-%d}"
+
+
+@flow(name="process-edit", flow_run_name=batch_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2),
+      persist_result=True)
+def process_edit(edit: Annotated[str, Field(min_length=1)], spec: RunSpec, only_shots: list[str] | None = None,
+                 run_id: str | None = None):
     """Remove the flagged objects from every shot of `edit` (or `only_shots`), as `spec` says.
 
     Shots whose inputs, results and format match a version already delivered are reported
@@ -69,6 +82,7 @@ def process_edit(edit: str, spec: RunSpec, only_shots: list[str] | None = None, 
     each shot is a `process-shot` run on the GPU pool.
     """
     edit, run_id, store = absolute(edit), run_id or new_run_id(), spec.store()
+    _tag_run(edit, spec)
     with OutputLock(store, run_id):
         _tidy(store)
         edit_shots = plan_edit(edit, spec.ingest)
@@ -76,10 +90,14 @@ def process_edit(edit: str, spec: RunSpec, only_shots: list[str] | None = None, 
         batch = BatchOutcome(run_id, edit)
         attempts = start_run(store, run_id, edit, spec, shots)
         progress = BatchProgress(run_id, len(shots))
+        table = BatchTable(run_id, spec.out, [o.shot_row(store) for o in _planned(batch, shots, attempts)])
+        title = f"{Path(edit).name} into {spec.out}"
         try:
             for outcome in _run_shots(edit, spec, shots, run_id, attempts, store):
                 batch.outcomes.append(outcome)
                 progress.shot_finished()
+                table.update([o.shot_row(store) for o in _planned(batch, shots, attempts)])
+                update_review(store, title)
         except BaseException as stop:  # SIGTERM (Prefect's TerminationSignal), a cancel, Ctrl-C
             _record_interrupted(store, batch, shots, attempts, stop)
             if isinstance(stop, BatchCancelled):
@@ -88,7 +106,8 @@ def process_edit(edit: str, spec: RunSpec, only_shots: list[str] | None = None, 
             raise
         if any(o.status in ("done", "degraded") for o in batch.outcomes):  # new versions: a new conform
             _conform(batch, spec, store, edit_shots)
-        batch_table([o.shot_row(store) for o in batch.outcomes], key=f"batch-{run_id}")
+        table.update([o.shot_row(store) for o in batch.outcomes])
+        update_review(store, title)
         manifest.compact(store)  # journals stay only where a batch was stopped
     failed = batch.with_status("failed")
     if failed or batch.conform_error:
@@ -108,6 +127,26 @@ def _conform(batch: BatchOutcome, spec: RunSpec, store: ArtifactStore, edit_shot
         return
     batch.outcomes = [replace(o, conform_uri=batch.conform_uri) if o.delivered else o for o in batch.outcomes]
     manifest.record(store, shots=[o.shot_row(store) for o in batch.outcomes if o.delivered])
+
+
+def _planned(batch: BatchOutcome, shots: list[Shot], attempts: dict[str, int]) -> list[ShotOutcome]:
+    """Every shot of the batch as it stands: its outcome, or planned."""
+    ended = {o.shot.shot_id: o for o in batch.outcomes}
+    return [ended.get(s.shot_id) or ShotOutcome(batch.run_id, attempts[s.shot_id], s, batch.edit, manifest.PLANNED)
+            for s in shots]
+
+
+def _tag_run(edit: str, spec: RunSpec) -> None:
+    """Tags that say what the batch is: the edit, the output folder, the backend (filterable in the UI)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return
+    tags = [f"edit:{Path(edit).name}", f"out:{spec.out}", f"backend:{spec.backend.name}"]
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(flow_run.id).tags
+        client.update_flow_run(flow_run.id, tags=sorted(set(current) | set(tags)))
 
 
 def _run_shots(edit: str, spec: RunSpec, shots: list[Shot], run_id: str, attempts: dict[str, int],

@@ -23,7 +23,7 @@ from tasks.edit import plan_edit
 from tasks.masks import build_mask
 from tasks.outcome import ShotOutcome, Unsuccessful, utcnow
 from tasks.removal import backend_identity, remove_chunk
-from tasks.report import ShotProgress, shot_artifact
+from tasks.report import ShotProgress, make_previews
 from tasks.shot import conform_shot, prepare_shot, record_outcome
 from tasks.spec import RunSpec
 
@@ -44,7 +44,7 @@ def process_shot(edit: str, spec: RunSpec, shot_id: str, run_id: str, attempt: i
     planned = Shot.from_dict(shot) if shot is not None else _plan_one(edit, spec, shot_id)
     outcome = run_shot(edit, spec, planned, run_id, attempt, store)
     record_outcome(store, outcome)
-    shot_artifact(outcome.shot_row(store))
+    make_previews(store, outcome)
     if outcome.status == "failed":
         return Failed(message=outcome.error, data=Unsuccessful(outcome.error, outcome))
     return outcome
@@ -52,7 +52,7 @@ def process_shot(edit: str, spec: RunSpec, shot_id: str, run_id: str, attempt: i
 
 def run_shot(edit: str, spec: RunSpec, shot: Shot, run_id: str, attempt: int, store: ArtifactStore) -> ShotOutcome:
     """The shot's work, step by step; any failure is this shot's alone and ends up in its outcome."""
-    started, progress = utcnow(), ShotProgress(shot.shot_id)
+    started, progress = utcnow(), ShotProgress(spec.out, shot.shot_id)
     done: dict = {}  # what exists so far: a failed shot's row still says what was made
 
     def outcome(status: str, error: str | None = None, **more) -> ShotOutcome:

@@ -9,9 +9,13 @@ at its latest good version.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
 
 from prefect import flow
 from prefect.states import Failed
+from pydantic import Field
 
 from flows.process_edit import BatchOutcome, new_run_id, process_edit
 from storage import manifest
@@ -19,6 +23,7 @@ from storage.lock import live_run
 from storage.store import ArtifactStore
 from tasks.edit import read_run
 from tasks.outcome import Unsuccessful, outcome_of
+from tasks.report import link_rerun
 from tasks.spec import RunSpec
 
 
@@ -44,15 +49,23 @@ def fixed_spec(spec: RunSpec, relink: str | None, shots_file: str | None) -> Run
     return RunSpec.model_validate({**spec.model_dump(), "ingest": ingest})
 
 
-@flow(name="rerun-failed", persist_result=True)
-def rerun_failed(out: str, relink: str | None = None, shots_file: str | None = None) -> list[BatchOutcome]:
+def rerun_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"rerun-{Path(flow_run.parameters.get('out') or 'out').name}-{datetime.now():%Y-%m-%d}"
+
+
+@flow(name="rerun-failed", flow_run_name=rerun_run_name, persist_result=True)
+def rerun_failed(out: Annotated[str, Field(min_length=1)], relink: str | None = None,
+                 shots_file: str | None = None) -> list[BatchOutcome]:
     """Process again exactly the failed and interrupted shots of `out`; one batch per original batch."""
     store = ArtifactStore(out, create=False)
     batches = []
     for old_run, shot_ids in shots_to_rerun(store).items():
-        record = read_run(store, old_run)
+        record, run_id = read_run(store, old_run), new_run_id()
+        link_rerun(run_id, record.flow_run_id, old_run)
         state = process_edit(record.edit, fixed_spec(record.spec, relink, shots_file), only_shots=shot_ids,
-                             run_id=new_run_id(), return_state=True)
+                             run_id=run_id, return_state=True)
         result = outcome_of(state)
         if not isinstance(result, BatchOutcome):  # it failed before any shot ran (the edit is gone, say)
             raise RerunError(f"the rerun of batch {old_run} ({record.edit}) could not run: {result}")

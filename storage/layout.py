@@ -10,6 +10,7 @@
     OUT/manifest/shots.parquet, chunks.parquet               the manifest (+ journal/, previous generation)
     OUT/runs/{run_id}.json                                   what a batch was asked to do, and its shots
     OUT/runs/results/                                        shot outcomes Prefect persisted (deployment runs)
+    OUT/review/index.html, review/media/                     the morning review page and its proxies
     OUT/.voidbatch.lock                                      held by the process writing this folder
 
 Names are built here and parsed here (`version_of`), so a deliverable's name is spelled once.
@@ -28,7 +29,8 @@ MASKS_MANIFEST = "manifest/masks.parquet"
 JOURNAL = "manifest/journal"  # append-only JSON lines, one file per run: rows not yet merged
 RESERVE = "manifest/.reserve"  # space kept free for the records written when the disk fills
 LOCK = ".voidbatch.lock"
-RESULTS = "runs/results"  # Prefect's persisted results of shot runs (outcomes), readable from any machine
+RESULTS = "runs/results"
+REVIEW_PAGE = "review/index.html"  # Prefect's persisted results of shot runs (outcomes), readable from any machine
 
 
 # -- work: intermediates, reused across runs by content ---------------------------------------------------
@@ -114,6 +116,19 @@ def version_of(key: str, shot_id: str) -> int | None:
     """The version number a key under `shots/{shot}/vNNN/...` belongs to, else None."""
     m = re.match(rf"shots/{re.escape(shot_id)}/v(\d{{3,}})(/|$)", key)
     return int(m.group(1)) if m else None
+
+
+# -- the review page ------------------------------------------------------------------------------------------
+def review_plate(shot_id: str, version: int) -> str:
+    return f"review/media/{version_name(shot_id, version)}_plate.mp4"
+
+
+def review_clean(shot_id: str, version: int) -> str:
+    return f"review/media/{version_name(shot_id, version)}_clean.mp4"
+
+
+def review_mask(shot_id: str, version: int) -> str:
+    return f"review/media/{version_name(shot_id, version)}_mask.jpg"
 
 
 # -- the edit, the record ----------------------------------------------------------------------------------

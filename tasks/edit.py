@@ -31,10 +31,12 @@ class RunRecord:
     edit: str
     spec: RunSpec
     attempts: dict[str, int]
+    flow_run_id: str | None = None  # the Prefect run of the batch, for links from a rerun
 
     def to_json(self) -> bytes:
         return json.dumps({"run_id": self.run_id, "edit": self.edit, "spec": self.spec.model_dump(mode="json"),
-                           "attempts": self.attempts, "started": utcnow().isoformat()}, indent=1).encode()
+                           "attempts": self.attempts, "flow_run_id": self.flow_run_id,
+                           "started": utcnow().isoformat()}, indent=1).encode()
 
 
 def read_run(store: ArtifactStore, run_id: str) -> RunRecord:
@@ -43,7 +45,8 @@ def read_run(store: ArtifactStore, run_id: str) -> RunRecord:
         doc = json.loads(store.get_bytes(layout.run_record(run_id)))
     except (StoreError, ValueError) as e:
         raise StoreError(f"cannot read the record of batch {run_id} in {store.root_uri}: {e}") from None
-    return RunRecord(doc["run_id"], doc["edit"], RunSpec.model_validate(doc["spec"]), doc["attempts"])
+    return RunRecord(doc["run_id"], doc["edit"], RunSpec.model_validate(doc["spec"]), doc["attempts"],
+                     doc.get("flow_run_id"))
 
 
 @task(name="start-run", **IN_MEMORY)
@@ -54,7 +57,10 @@ def start_run(store: ArtifactStore, run_id: str, edit: str, spec: RunSpec, shots
     """
     manifest.reserve_space(store)
     attempts = manifest.next_attempts(manifest.read_shots(store), [s.shot_id for s in shots])
-    store.put_bytes(layout.run_record(run_id), RunRecord(run_id, edit, spec, attempts).to_json())
+    from prefect.runtime import flow_run
+
+    record = RunRecord(run_id, edit, spec, attempts, str(flow_run.id) if flow_run.id else None)
+    store.put_bytes(layout.run_record(run_id), record.to_json())
     planned = [ShotOutcome(run_id, attempts[s.shot_id], s, edit, manifest.PLANNED, started_at=utcnow()) for s in shots]
     manifest.record(store, shots=[o.shot_row(store) for o in planned])
     return attempts

@@ -10,9 +10,11 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from functools import lru_cache
+from typing import Callable
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from model import removal, select
 from model.backend import BackendIdentity, RemovalBackend
@@ -57,11 +59,32 @@ def remove_chunk(chunk: ChunkInput, shot_id: str, work_key: str, prompt: str, ba
     timeout: a hung CUDA call is killed and the task's retry runs in a fresh child.
     """
     args = (chunk, shot_id, work_key, prompt, backend, store, seed, rate)
+    what = f"shot {shot_id} chunk {chunk.chunk.index} (frames {chunk.chunk.start}-{chunk.chunk.end - 1})"
+    log, t0 = get_run_logger(), time.perf_counter()
+    log.info("%s: starts on %s", what, backend_identity(backend).name)
+    progress = logged_progress(progress, lambda pct: log.info("%s: %d%%", what, pct))
     timeout = os.environ.get(CHUNK_TIMEOUT_ENV)
     if not timeout or backend_identity(backend).name == "classical":
-        return _remove(*args, progress=progress)
-    return _gpu_child().call(_remove, *args, timeout=float(timeout), progress=progress,
-                             what=f"shot {shot_id} chunk {chunk.chunk.index}")
+        result = _remove(*args, progress=progress)
+    else:
+        result = _gpu_child().call(_remove, *args, timeout=float(timeout), progress=progress, what=what)
+    log.info("%s: %s in %.1f s", what, "reused" if result.cached else "done", time.perf_counter() - t0)
+    return result
+
+
+def logged_progress(progress, say: Callable[[int], None], step: int = 10):
+    """`progress` that also says each `step`% it passes (long work is visible in the run's logs)."""
+    said = [0]
+
+    def report(fraction: float) -> None:
+        pct = int(100 * fraction) // step * step
+        if pct > said[0]:
+            said[0] = pct
+            say(pct)
+        if progress is not None:
+            progress(fraction)
+
+    return report
 
 
 def _remove(chunk, shot_id, work_key, prompt, backend: BackendSpec, store, seed, rate,

@@ -14,6 +14,7 @@ from storage import layout, manifest
 from storage.store import ArtifactStore
 from tasks import IN_MEMORY
 from tasks.outcome import ShotOutcome, deliverable_from_row
+from tasks.removal import logged_progress
 from tasks.spec import RunSpec
 
 
@@ -54,7 +55,10 @@ def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResu
         return deliverable_from_row(row, store), key, True
     deliver.check_free_space(store, shot.shot_id, fmt, shot.media.width, shot.media.height, shot.frames)
     outputs = {r.chunk_index: r.output_key for r in results}
-    return conform.conform_shot(prepared, outputs, store, fmt, progress=progress, qc_every=spec.delivery.qc_every,
+    log = get_run_logger()
+    written = logged_progress(progress, lambda pct: log.info("shot %s: %d of %d frames written", shot.shot_id,
+                                                             round(pct * shot.frames / 100), shot.frames))
+    return conform.conform_shot(prepared, outputs, store, fmt, progress=written, qc_every=spec.delivery.qc_every,
                                 sign=content_credentials(prepared, results[0].backend, spec)), key, False
 
 

@@ -154,7 +154,7 @@ class DeliverySpec(_Part):
 class RunSpec(_Part):
     """One batch: where results go, and how each part of the pipeline is set."""
 
-    out: str = Field(..., description="Output folder or fsspec URI (results, manifest, conform)")
+    out: str = Field(..., min_length=1, description="Output folder or fsspec URI (results, manifest, conform)")
     storage_options: dict = Field(default_factory=dict, description="fsspec options for a remote --out")
     ingest: IngestSpec = IngestSpec()
     masks: MaskSpec = MaskSpec()

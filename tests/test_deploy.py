@@ -362,6 +362,7 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
 
     from flows.dispatch import ShotJob, dispatch_shots
     from shots import ingest
+    from tasks.report import out_tag
     from storage import manifest
     from storage.store import ArtifactStore
     from tasks.spec import RunSpec
@@ -392,6 +393,10 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
         subprocess.run([sys.executable, str(ROOT / "deploy" / "automations.py"), "--webhook-url", hook.url],
                        env=env, check=True, capture_output=True, timeout=120)
 
+        # without the nightly variables the batch has no edit or output: deploying it is refused
+        refused = _cli(env, "deploy", "--name", "process-edit", check=False)
+        assert "process-edit" not in {d["name"] for d in _api(server, "POST", "/deployments/filter", {})}, refused
+        assert "VOIDBATCH_NIGHTLY_EDIT" in refused and "422" in refused, refused[-3000:]  # names what is missing
         # deploy everything from prefect.yaml; VOIDBATCH_ROOT stays unset here (resolved on the worker)
         _cli(env, "deploy", "--all", extra={"VOIDBATCH_NIGHTLY_EDIT": str(edit), "VOIDBATCH_NIGHTLY_OUT": str(out)})
         deps = {d["name"]: d for d in _api(server, "POST", "/deployments/filter", {})}
@@ -458,13 +463,18 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
         for a in sorted(_api(server, "POST", "/artifacts/filter", {}), key=lambda a: a["created"]):
             if a.get("key"):
                 arts[a["key"]] = a
-        table = arts[f"batch-{retry_run}".lower()]
+        tables = [a for a in _api(server, "POST", "/artifacts/filter", {})
+                  if a.get("key") == f"batch-{retry_run}".lower()]
+        assert len(tables) == 1  # one table per batch, updated in place as its shots ended
+        table = tables[0]
         assert table["type"] == "table"
         table_rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
         assert {r["shot_id"]: r["status"] for r in table_rows} == {"sh010": "up_to_date", "sh020": "done",
                                                                   "sh030": "failed"}
-        assert arts["shot-sh020"]["type"] == "markdown" and "done" in arts["shot-sh020"]["data"]
-        assert arts["progress-sh020"]["type"] == "progress" and 0 < float(arts["progress-sh020"]["data"]) <= 100
+        tag = out_tag(str(out))  # cards are keyed by output folder and shot
+        assert arts[f"shot-{tag}-sh020"]["type"] == "markdown" and "done" in arts[f"shot-{tag}-sh020"]["data"]
+        progress = arts[f"progress-{tag}-sh020"]
+        assert progress["type"] == "progress" and 0 < float(progress["data"]) <= 100
         assert float(arts[f"batch-progress-{retry_run}".lower()]["data"]) == 100.0
 
         # the GPU deployment: one run per shot on the a100 pool (limit 1: the second waits its turn)
