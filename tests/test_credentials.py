@@ -83,6 +83,10 @@ def test_every_delivered_version_carries_verifiable_credentials(prefect_server, 
         if f.is_file():
             assert key not in f.read_bytes() and base64.b64decode(key) not in f.read_bytes(), f
     assert key.decode() not in caplog.text
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:  # nor in anything the UI shows
+        assert all(key.decode() not in str(a.data) for a in client.read_artifacts())
 
     if fmt == "png":  # one changed pixel in one frame: verify fails and names the frame
         frame = version / "sh900_void_v001.1005.png"
