@@ -18,7 +18,6 @@ Usage (from the repo root): .venv/bin/python bench/masks.py [--frames 96] [--kin
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from targets import verdict  # noqa: E402
+from common import scene_parser, verdict  # noqa: E402
 from model.masks import (ClassicalSegmenter, Frames, HeuristicReasoner, Prompts, build_quadmask,  # noqa: E402
                          default_dilation, working_size)
 from model.masks.combine import dilate  # noqa: E402
@@ -85,12 +84,7 @@ def heuristic_coverage(scene, workdir: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=96)
-    ap.add_argument("--height", type=int, default=384)
-    ap.add_argument("--width", type=int, default=672)
-    ap.add_argument("--kinds", default="static,pan,handheld")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = scene_parser(__doc__.split("\n\n")[0])
     args = ap.parse_args(argv)
 
     failures, seg_rows, heur_rows = [], [], []

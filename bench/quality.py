@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from targets import verdict  # noqa: E402
+from common import scene_parser, verdict  # noqa: E402
 from model.backend import RemovalRequest, get_backend  # noqa: E402
 from shots.synthetic import make_scene  # noqa: E402
 from storage.store import ArtifactStore  # noqa: E402
@@ -196,13 +196,8 @@ def seam_ratio(frames: int, seed: int, grain: float) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=96)
-    ap.add_argument("--height", type=int, default=384)
-    ap.add_argument("--width", type=int, default=672)
-    ap.add_argument("--kinds", default="static,pan,handheld")
+    ap = scene_parser(__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="classical,telea")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grain", type=float, default=1.0, help="film grain std of the scenes (0: noise-free)")
     ap.add_argument("--seams", action=argparse.BooleanOptionalAction, default=True,
                     help="run a multi-chunk shot through the pipeline and measure the seams")

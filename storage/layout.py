@@ -1,17 +1,19 @@
 """Where everything lives under an output folder: the one module that names store keys.
 
-    OUT/shots/{shot}/v001/{shot}_void_v001.1001.png ...     a delivered version (never overwritten)
-    OUT/shots/{shot}/v001/{shot}_void_v001.mov               ... or one ProRes movie
-    OUT/shots/{shot}/v001/{shot}_void_v001_contact.png       before/after stills
-    OUT/shots/{shot}/masks/{key}/{shot}_quadmask.mkv         a generated quadmask, preview, contact, record
-    OUT/work/{shot}/{key}/c000.plate.mkv, c000.quadmask.mkv  model-size chunks of one preparation
-    OUT/work/{shot}/{key}/c000.{backend}-{key}.mkv           a chunk's removal result (content-keyed)
-    OUT/conform/{edit}_void_v001.otio                        the conformed edit
-    OUT/manifest/shots.parquet, chunks.parquet               the manifest (+ journal/, previous generation)
-    OUT/runs/{run_id}.json                                   what a batch was asked to do, and its shots
-    OUT/runs/results/                                        shot outcomes Prefect persisted (deployment runs)
-    OUT/review/index.html, review/media/                     the morning review page and its proxies
-    OUT/.voidbatch.lock                                      held by the process writing this folder
+Keys, relative to the output folder:
+
+    shots/{shot}/v001/{shot}_void_v001.1001.png ...     a delivered version (never overwritten)
+    shots/{shot}/v001/{shot}_void_v001.mov               ... or one ProRes movie
+    shots/{shot}/v001/{shot}_void_v001_contact.png       before/after stills
+    shots/{shot}/masks/{key}/{shot}_quadmask.mkv         a generated quadmask, preview, contact, record
+    work/{shot}/{key}/c000.plate.mkv, c000.quadmask.mkv  model-size chunks of one preparation
+    work/{shot}/{key}/c000.{backend}-{key}.mkv           a chunk's removal result (content-keyed)
+    conform/{edit}_void_v001.otio                        the conformed edit
+    manifest/shots.parquet, chunks.parquet               the manifest (+ journal/, previous generation)
+    runs/{run_id}.json                                   what a batch was asked to do, and its shots
+    runs/results/                                        shot outcomes Prefect persisted (deployment runs)
+    review/index.html, review/media/                     the morning review page and its proxies
+    .voidbatch.lock                                      held by the process writing this folder
 
 Names are built here and parsed here (`version_of`), so a deliverable's name is spelled once.
 """

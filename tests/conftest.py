@@ -25,6 +25,23 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def write_exr_sequence(folder: Path, stem: str, frames, first: int = 1001) -> list[Path]:
+    """Half-float EXR frames `{stem}.{NNNN}.exr` through PyAV's encoder (values above 1.0 kept)."""
+    import av
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with av.open(str(folder / f"{stem}.%04d.exr"), "w", format="image2", options={"start_number": str(first)}) as out:
+        stream = out.add_stream("exr", rate=24)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "gbrpf32le"
+        stream.options = {"format": "half", "compression": "zip1"}
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(f, np.float32), format="gbrpf32le")))
+        out.mux(stream.encode(None))
+    return [folder / f"{stem}.{first + i:04d}.exr" for i in range(len(frames))]
+
+
 def make_movie(path: Path, frames: int, rate: Fraction | int = 24, size: tuple[int, int] = (64, 36),
                timecode: str | None = None, codec: str = "libx264") -> Path:
     """A testsrc2 movie with `frames` frames; the frame counter is burnt into the picture."""

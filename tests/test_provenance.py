@@ -19,6 +19,7 @@ import pytest
 
 from shots import provenance as pv
 from shots.deliver import ffmpeg_exe
+from tests.conftest import write_exr_sequence
 
 STEM = "sh010_void_v001"
 H, W, N = 48, 64, 3
@@ -49,19 +50,7 @@ def _write_png_version(folder: Path) -> list[Path]:
 
 
 def _write_exr(folder: Path, frames: list[np.ndarray], first: int = 1001) -> list[Path]:
-    """Half-float EXR frames through PyAV's encoder, as tests/test_reliability.py writes them."""
-    import av
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with av.open(str(folder / f"{STEM}.%04d.exr"), "w", format="image2", options={"start_number": str(first)}) as out:
-        stream = out.add_stream("exr", rate=24)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "gbrpf32le"
-        stream.options = {"format": "half", "compression": "zip1"}
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f.astype(np.float32), format="gbrpf32le")))
-        out.mux(stream.encode(None))
-    return [folder / f"{STEM}.{first + i}.exr" for i in range(len(frames))]
+    return write_exr_sequence(folder, STEM, frames, first)
 
 
 def _write_exr_version(folder: Path) -> list[Path]:

@@ -20,6 +20,7 @@ from shots.synthetic import make_scene
 from storage import manifest
 from storage.store import ArtifactStore
 from tasks.spec import DeliverySpec, MaskSpec, RunSpec
+from tests.conftest import write_exr_sequence
 
 pytestmark = pytest.mark.slow
 
@@ -134,21 +135,6 @@ def test_rerun_conform_points_every_clip_at_its_latest_good_version(prefect_serv
     assert active == {"sh400": "voidbatch_v001", "sh410": "voidbatch_v001"}  # not just the re-rendered one
 
 
-def _write_exr_sequence(pattern: Path, frames: list[np.ndarray]) -> None:
-    """Half-float EXR frames through PyAV's encoder (scene-linear values above 1.0 kept)."""
-    import av
-
-    pattern.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(pattern), "w", format="image2", options={"start_number": "1001"}) as out:
-        stream = out.add_stream("exr", rate=24)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "gbrpf32le"
-        stream.options = {"format": "half", "compression": "zip1"}
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f.astype(np.float32), format="gbrpf32le")))
-        out.mux(stream.encode(None))
-
-
 def test_qc_reads_a_float_plate_at_its_own_precision(prefect_server, tmp_path):
     """Highlights up to 6.0 in the untouched region of an EXR plate: an 8-bit pipeline clips them, and QC,
     comparing the delivered EXR with the plate in float, says so instead of reporting 0."""
@@ -158,7 +144,7 @@ def test_qc_reads_a_float_plate_at_its_own_precision(prefect_server, tmp_path):
     linear = [f.astype(np.float32) / 255.0 for f in scene.plate]
     for f in linear:
         f[:8, :16] = 6.0  # a hot highlight far from the object
-    _write_exr_sequence(tmp_path / "plates" / "hot.%04d.exr", linear)
+    write_exr_sequence(tmp_path / "plates", "hot", linear)
     qm.write_quadmask(tmp_path / "mask.mkv", scene.quadmask, 24)
     tl = otio.schema.Timeline("exr")
     track = otio.schema.Track("V1")
