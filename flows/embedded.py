@@ -60,7 +60,10 @@ def prefect_api(log_dir: Path) -> Iterator[str | None]:
     try:
         _wait_healthy(server, url, log_dir / "server.log")
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _drain_logs()
     finally:
         server.terminate()
         try:
@@ -68,6 +71,14 @@ def prefect_api(log_dir: Path) -> Iterator[str | None]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _drain_logs() -> None:
+    """Send the run logs still queued while the server is up (else they fail loudly at exit)."""
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(Exception):
+        APILogWorker.drain_all(timeout=10)
 
 
 def _wait_healthy(server: subprocess.Popen, url: str, log: Path) -> None:
