@@ -26,13 +26,13 @@ from shots.frames import frames_from_timecode, normalize_rate
 from shots.mediaerror import MediaError
 from shots.movies import (VFR_WINDOW, constant_rate_and_frames, iter_movie, open_movie, stated_frames,
                           stream_timecode, video_stream)
-from shots.samples import NATIVE, RGB, SINGLE, describe, sample_desc
+from shots.samples import NATIVE, RGB, SINGLE, Colour, ExrLayout, describe, sample_desc
 from shots.sequences import DEFAULT_SEQUENCE_RATE, IMAGE_EXTS, as_sequence, encode_png, iter_sequence, read_native
 from shots.stalls import DEFAULT_TIMEOUT, TIMEOUT_ENV, bounded, bounded_iter, media_timeout
 from storage.atomic import atomic_path, write_atomic
 
 __all__ = [
-    "MediaError", "MediaInfo", "probe", "iter_frames", "read_frames", "read_frames_precise", "read_video",
+    "MediaError", "MediaInfo", "Colour", "ExrLayout", "probe", "iter_frames", "read_frames", "read_frames_precise", "read_video",
     "media_files", "write_video_lossless", "write_png_sequence", "write_h264", "RGB", "NATIVE", "SINGLE",
     "media_timeout",
     "IMAGE_EXTS", "DEFAULT_SEQUENCE_RATE", "TIMEOUT_ENV", "DEFAULT_TIMEOUT", "VFR_WINDOW",
@@ -53,6 +53,13 @@ class MediaInfo:
     timecode: str | None
     pix_fmt: str
     stream: int = 0  # index of the video stream that is the plate (see shots.movies.video_stream)
+    sample: str = "uint8"  # what a precise read gives: uint8 | uint16 | float32
+    bits: int = 8  # significant bits per sample (10 for 10-bit video, 16 for 16-bit PNG, 16/32 for EXR)
+    colour: Colour | None = None  # how the values are to be read (None: not known, e.g. an untagged image)
+    drop_frame: bool = False  # the source timecode counts drop-frame (';'), as 29.97 DF does
+    rotation: int = 0  # degrees the stored frames are turned for display (side data); frames are read upright
+    field_order: str = "progressive"  # progressive | tt | bb | tb | bt (interlaced: flagged in the manifest)
+    exr: ExrLayout | None = None  # an EXR plate's file layout, for deliverables that follow it
 
 
 def probe(path, sequence_rate=None) -> MediaInfo:

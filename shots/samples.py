@@ -1,6 +1,9 @@
-"""Decoded frames as numpy arrays: the channel layouts the readers return, and how samples of other
-types become 8-bit. Shared by the sequence and movie readers and by the writers' checks."""
+"""Decoded frames as numpy arrays: the channel layouts the readers return, how samples of other types
+become 8-bit, and what a plate's samples mean (its colour and, for EXR, its file layout). Shared by
+the sequence and movie readers, the writers that follow a plate, and the colour pipeline."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,6 +13,35 @@ from shots.mediaerror import MediaError
 RGB = "rgb"  # (H, W, 3) uint8
 NATIVE = "native"  # gray sources stay (H, W); everything else is RGB
 SINGLE = "single"  # (H, W): luma of gray/YUV sources, first (red) channel of RGB sources
+
+
+@dataclass(frozen=True)
+class Colour:
+    """How a plate's values are to be read, in ffmpeg's names; `assumed` says why when the file did not say.
+
+    primaries: bt709 | bt470bg | smpte170m | bt2020 | ...; transfer: bt709 | linear | iec61966-2-1 | ...;
+    matrix: bt709 | bt470bg | smpte170m | bt2020nc | rgb (RGB sources); range: tv | pc.
+    """
+
+    primaries: str
+    transfer: str
+    matrix: str
+    range: str
+    assumed: str | None = None  # e.g. "untagged HD video: BT.709 assumed (the players' convention)"
+
+
+@dataclass(frozen=True)
+class ExrLayout:
+    """What an EXR plate's files are, so a deliverable can follow them: pixel type, compression, channels,
+    windows (x0, y0, x1, y1 inclusive, as OpenEXR gives them) and the attributes a comp app reads."""
+
+    pixel_type: str  # half | float
+    compression: str  # OpenEXR's name, e.g. ZIP_COMPRESSION, PIZ_COMPRESSION
+    channels: tuple[str, ...]
+    data_window: tuple[int, int, int, int]
+    display_window: tuple[int, int, int, int]
+    pixel_aspect: float = 1.0
+    chromaticities: tuple[float, ...] | None = None  # red xy, green xy, blue xy, white xy
 
 
 def sample_desc(a: np.ndarray) -> str:
