@@ -102,7 +102,13 @@ class FrameRange:
         )
 
     def timecode(self, frame: int | None = None, drop_frame: bool | None = None) -> str:
-        """SMPTE timecode of `frame` (default: start); 29.97/59.94 default to drop-frame like OTIO."""
+        """SMPTE timecode of `frame` (default: start).
+
+        `drop_frame` None follows OTIO: 29.97/59.94 count drop-frame (';'). A plate's own frames should be
+        counted as the plate counts them: pass its `drop_frame` (MediaInfo, MediaRef), or use
+        MediaRef.timecode_at / Shot.source_timecode, so a 29.97 non-drop plate's '01:00:00:00' stays
+        '01:00:00:00' and does not become '01:00:03;18'.
+        """
         frame = self.start if frame is None else frame
         r = float(self.rate)
         if not otio.opentime.RationalTime.is_valid_timecode_rate(r):

@@ -164,7 +164,7 @@ def _shot_from_clip(clip, shot_id, track_name, index, edit_path, options, side, 
             mr = media.media_range
             problems.append(
                 f"media {media.path} holds source frames {mr.start}-{mr.end_inclusive} "
-                f"({mr.timecode()}-{mr.timecode(mr.end_inclusive)}) but the edit asks for "
+                f"({media.timecode_at()}-{media.timecode_at(mr.end_inclusive)}) but the edit asks for "
                 f"{cut.start}-{cut.end_inclusive} ({cut.timecode()}-{cut.timecode(cut.end_inclusive)})")
             source = want
         else:
@@ -364,4 +364,5 @@ def _resolve_media(clip, rate: Fraction, edit_path: Path, media_index) -> MediaR
         start = info.start_frame
     media_range = FrameRange(start, info.frames, info.rate)
     return MediaRef(path=info.path, kind=info.kind, media_range=media_range, width=info.width,
-                    height=info.height, timecode=info.timecode)
+                    height=info.height, timecode=info.timecode,
+                    drop_frame=info.drop_frame if info.timecode else None)

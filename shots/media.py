@@ -2,9 +2,16 @@
 
 Reading works the same on movies (shots.movies: PyAV, exact seeks by pts index, constant rate
 checked) and image sequences (shots.sequences: 'plate.####.exr', 16-bit and float images become
-8-bit RGB unless `precise`). Every open and read runs under the watchdog of shots.stalls, so stalled
-storage fails after VOIDBATCH_MEDIA_TIMEOUT seconds instead of hanging a batch. Frames stream one
-at a time, so memory is bounded whatever the count.
+8-bit RGB unless `precise`). Movies are decoded with the YUV matrix and range `probe` reports in
+`MediaInfo.colour` (their tags, or the players' convention for untagged video: BT.709 from 720 lines
+up, BT.601 below) and come out upright (display matrix); deep video read `precise` is uint16 RGB
+computed with the exact matrix maths (white is 65535). Every open and read runs under the watchdog
+of shots.stalls, so stalled storage fails after VOIDBATCH_MEDIA_TIMEOUT seconds instead of hanging a
+batch. Frames stream one at a time, so memory is bounded whatever the count.
+
+A plate's timecode is counted its own way: `MediaInfo.drop_frame` (';' in the file's timecode) goes to
+`FrameRange.timecode(..., drop_frame=)`, or use `MediaInfo.timecode_at`, so a 29.97 non-drop plate
+stays non-drop (OTIO alone would count 29.97 drop-frame).
 
 Lossless intermediates are FFV1 in Matroska (RGB as bgr0, gray as gray8): bit-exact round trips,
 written through storage.atomic, so a file that exists is complete.
@@ -22,12 +29,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from shots.frames import frames_from_timecode, normalize_rate
+from shots.frames import FrameRange, frames_from_timecode, normalize_rate
 from shots.mediaerror import MediaError
-from shots.movies import (VFR_WINDOW, constant_rate_and_frames, iter_movie, open_movie, stated_frames,
+from shots.movies import (VFR_WINDOW, constant_rate_and_frames, iter_movie, open_movie, picture, stated_frames,
                           stream_timecode, video_stream)
 from shots.samples import NATIVE, RGB, SINGLE, Colour, ExrLayout, describe, sample_desc
-from shots.sequences import DEFAULT_SEQUENCE_RATE, IMAGE_EXTS, as_sequence, encode_png, iter_sequence, read_native
+from shots.sequences import (DEFAULT_SEQUENCE_RATE, IMAGE_EXTS, as_sequence, encode_png, image_colour, image_facts,
+                             iter_sequence)
 from shots.stalls import DEFAULT_TIMEOUT, TIMEOUT_ENV, bounded, bounded_iter, media_timeout
 from storage.atomic import atomic_path, write_atomic
 
@@ -41,25 +49,35 @@ __all__ = [
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """What a plate is: size, exact rate, exact frame count and where frame 0 sits in source time."""
+    """What a plate is: size, exact rate, exact frame count and where frame 0 sits in source time; and what
+    its samples are (precision, colour, timecode kind, orientation, scan, EXR layout)."""
 
     path: str  # local path; for sequences the '#' pattern, e.g. '/x/plate.####.exr'
     kind: str  # 'movie' | 'sequence'
-    width: int
+    width: int  # as displayed (a movie turned 90 degrees by its display matrix reports the turned size)
     height: int
     rate: Fraction
     frames: int
     start_frame: int  # source frame number of file frame 0 (timecode at `rate`, or first sequence number)
-    timecode: str | None
+    timecode: str | None  # as the file states it: '01:00:00:00' (non-drop) or '01:00:00;00' (drop-frame)
     pix_fmt: str
     stream: int = 0  # index of the video stream that is the plate (see shots.movies.video_stream)
     sample: str = "uint8"  # what a precise read gives: uint8 | uint16 | float32
     bits: int = 8  # significant bits per sample (10 for 10-bit video, 16 for 16-bit PNG, 16/32 for EXR)
-    colour: Colour | None = None  # how the values are to be read (None: not known, e.g. an untagged image)
+    colour: Colour | None = None  # how the values are to be read; `colour.assumed` says what the file did not
     drop_frame: bool = False  # the source timecode counts drop-frame (';'), as 29.97 DF does
-    rotation: int = 0  # degrees the stored frames are turned for display (side data); frames are read upright
+    rotation: int = 0  # degrees (0/90/180/270) the stored frames turn counter-clockwise for display; reads are upright
     field_order: str = "progressive"  # progressive | tt | bb | tb | bt (interlaced: flagged in the manifest)
     exr: ExrLayout | None = None  # an EXR plate's file layout, for deliverables that follow it
+
+    @property
+    def media_range(self) -> FrameRange:
+        """Every frame of the file, in source frame numbers."""
+        return FrameRange(self.start_frame, self.frames, self.rate)
+
+    def timecode_at(self, file_frame: int = 0) -> str:
+        """Source timecode of file frame `file_frame`, counted as the plate counts it (drop-frame or not)."""
+        return self.media_range.timecode(self.start_frame + file_frame, drop_frame=self.drop_frame)
 
 
 def probe(path, sequence_rate=None) -> MediaInfo:
@@ -75,12 +93,14 @@ def _probe(path, sequence_rate) -> MediaInfo:
     seq = as_sequence(path)
     if seq is not None:
         numbers = seq.numbers()
-        a = read_native(seq.frame_path(numbers[0]))
+        first = image_facts(seq.frame_path(numbers[0]))
+        a = first.array
         return MediaInfo(
             path=seq.pattern, kind="sequence", width=a.shape[1], height=a.shape[0],
             rate=normalize_rate(sequence_rate if sequence_rate is not None else DEFAULT_SEQUENCE_RATE),
             frames=len(numbers), start_frame=numbers[0] if seq.pad is not None else 0,
-            timecode=None, pix_fmt=describe(a),
+            timecode=None, pix_fmt=describe(a), sample=str(a.dtype), bits=first.bits,
+            colour=image_colour(str(a.dtype), first.exr), exr=first.exr,
         )
     with open_movie(path) as container:
         stream = video_stream(container, path, announce=True)
@@ -92,12 +112,14 @@ def _probe(path, sequence_rate) -> MediaInfo:
                 start_frame = frames_from_timecode(timecode, rate)
             except ValueError as e:
                 raise MediaError(path, f"timecode {timecode!r} is not valid at {rate} fps: {e}") from e
-        fmt = stream.codec_context.format
-        return MediaInfo(
-            path=str(path), kind="movie", width=stream.codec_context.width, height=stream.codec_context.height,
-            rate=rate, frames=frames, start_frame=start_frame, timecode=timecode,
-            pix_fmt=fmt.name if fmt is not None else "unknown", stream=stream.index,
-        )
+        index = stream.index
+    pic = picture(path)  # opened again: the first frame holds the display matrix and the bitstream's tags
+    return MediaInfo(
+        path=str(path), kind="movie", width=pic.width, height=pic.height, rate=rate, frames=frames,
+        start_frame=start_frame, timecode=timecode, pix_fmt=pic.pix_fmt, stream=index,
+        sample="uint16" if pic.bits > 8 else "uint8", bits=pic.bits, colour=pic.colour,
+        drop_frame=bool(timecode) and ";" in timecode, rotation=pic.rotation, field_order=pic.field_order,
+    )
 
 
 def media_files(path, start: int = 0, count: int | None = None) -> list[Path]:
@@ -123,9 +145,9 @@ def iter_frames(path, start: int = 0, count: int | None = None, size: tuple[int,
 
     The shared reader behind read_frames, read_video and quadmask.read_mask_frames. Arguments are
     checked now; decoding starts on the first next(). `layout`: RGB, NATIVE or SINGLE (see shots.samples).
-    size=(height, width) resizes with area scaling. require_8bit rejects >8-bit media (masks).
-    `precise`: samples at the source's precision (uint16 for deep video and images, float32 for
-    float images) instead of 8 bits.
+    size=(height, width), as displayed, resizes with area scaling. require_8bit rejects >8-bit media
+    (masks). `precise`: samples at the source's precision (uint16 for deep video and images, float32
+    for float images) instead of 8 bits. Frames are upright: a movie's display rotation is applied.
     """
     if not isinstance(start, (int, np.integer)) or start < 0:
         raise MediaError(path, f"start must be a non-negative int, got {start!r}")

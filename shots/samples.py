@@ -44,6 +44,28 @@ class ExrLayout:
     chromaticities: tuple[float, ...] | None = None  # red xy, green xy, blue xy, white xy
 
 
+# Luma weights (Kr, Kb) of the YUV matrices, by ffmpeg colorspace name (ITU-R BT.601/709/2020, SMPTE 240M, FCC).
+LUMA_WEIGHTS = {"bt709": (0.2126, 0.0722), "smpte170m": (0.299, 0.114), "bt470bg": (0.299, 0.114),
+                "fcc": (0.30, 0.11), "smpte240m": (0.212, 0.087), "bt2020nc": (0.2627, 0.0593),
+                "bt2020c": (0.2627, 0.0593)}
+
+
+def ycbcr_to_rgb_matrix(matrix: str, where=None) -> np.ndarray:
+    """The 3x3 matrix taking normalised Y' (0..1), Cb, Cr (-0.5..0.5) to R'G'B' (0..1) for a YUV matrix name.
+
+    bt2020c (constant luminance) is decoded as bt2020nc: close, not exact. `where` names the file in errors.
+    """
+    if matrix not in LUMA_WEIGHTS:
+        raise MediaError(where, f"YUV matrix {matrix!r} cannot be decoded to RGB here")
+    kr, kb = LUMA_WEIGHTS[matrix]
+    kg = 1.0 - kr - kb
+    return np.array([
+        [1.0, 0.0, 2.0 * (1.0 - kr)],
+        [1.0, -2.0 * kb * (1.0 - kb) / kg, -2.0 * kr * (1.0 - kr) / kg],
+        [1.0, 2.0 * (1.0 - kb), 0.0],
+    ])
+
+
 def sample_desc(a: np.ndarray) -> str:
     """dtype and shape, for messages about arrays that are not what was expected."""
     return f"{a.dtype}, shape {a.shape}"

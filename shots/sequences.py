@@ -4,7 +4,9 @@ reading one image in any of the formats plates arrive in.
 'plate.####.png', 'plate.%04d.png' or one frame of them names a sequence. Images are read with
 OpenCV (png/jpg/tif...); EXR through the OpenEXR bindings (PyAV's path clips half-float highlights
 to 1.0) and DPX and the rest through PyAV's image decoders, which this OpenCV build lacks. Reads
-report to the watchdog (shots.stalls) so a stalled file fails instead of hanging.
+report to the watchdog (shots.stalls) so a stalled file fails instead of hanging. For probe,
+`image_facts` says what a frame's samples are (with an EXR's header as an ExrLayout) and
+`image_colour` how they are read: images carry no colour tags read here, so it is a stated assumption.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # honoured only if cv2 w
 import cv2  # noqa: E402
 
 from shots.mediaerror import MediaError  # noqa: E402
-from shots.samples import apply_layout, sample_desc, to_uint8  # noqa: E402
+from shots.samples import Colour, ExrLayout, apply_layout, sample_desc, to_uint8  # noqa: E402
 from shots.stalls import beat, opening  # noqa: E402
 
 # Read with OpenCV; every other image extension goes to PyAV's image2 decoders (exr, dpx, ...).
@@ -128,10 +130,15 @@ def read_image(path: Path, layout: str, require_8bit: bool, precise: bool = Fals
 
 
 def _read_exr(path: Path) -> np.ndarray:
-    """An EXR frame as float32 RGB (or gray) over its display window, through the OpenEXR bindings.
+    """An EXR frame as float32 RGB (or gray) over its display window (see _open_exr)."""
+    return _open_exr(path)[0]
 
-    Not through PyAV: libswscale clips half-float pixels to 1.0 on the way to float32, and
-    scene-linear highlights live above 1.0. Pixels outside the data window are 0.
+
+def _open_exr(path: Path) -> tuple[np.ndarray, ExrLayout]:
+    """An EXR frame as float32 RGB (or gray) over its display window, and its file layout from the header.
+
+    Through the OpenEXR bindings, not PyAV: libswscale clips half-float pixels to 1.0 on the way to
+    float32, and scene-linear highlights live above 1.0. Pixels outside the data window are 0.
     """
     import OpenEXR
 
@@ -141,31 +148,89 @@ def _read_exr(path: Path) -> np.ndarray:
             beat(opened=True)
             header = dict(f.header())
             channels = {name: np.array(c.pixels) for name, c in f.channels().items()}
+            types = {name: c.type().name.lower() for name, c in f.channels().items()}
     except Exception as e:  # noqa: BLE001 - the bindings raise bare exceptions for unreadable files
         raise MediaError(path, f"cannot read EXR: {e}") from e
-    rgb = next((channels[k] for k in ("RGB", "RGBA") if k in channels), None)
+    used = next((k for k in ("RGB", "RGBA") if k in channels), None)
+    rgb = channels[used] if used else None
     if rgb is None and all(k in channels for k in "RGB"):
-        rgb = np.stack([channels[k] for k in "RGB"], axis=-1)
+        used, rgb = "R", np.stack([channels[k] for k in "RGB"], axis=-1)
     if rgb is None and "Y" in channels:
-        rgb = channels["Y"]
+        used, rgb = "Y", channels["Y"]
     if rgb is None:
         raise MediaError(path, f"EXR has no R, G, B or Y channels (it has {', '.join(sorted(channels))})")
+    layout = _exr_layout(header, types[used])
     rgb = np.asarray(rgb, np.float32)[..., :3] if rgb.ndim == 3 else np.asarray(rgb, np.float32)
-    (dx0, dy0), (dx1, dy1) = header["dataWindow"]
-    (wx0, wy0), (wx1, wy1) = header.get("displayWindow", header["dataWindow"])
-    if (dx0, dy0, dx1, dy1) == (wx0, wy0, wx1, wy1):
-        return np.ascontiguousarray(rgb)
+    dx0, dy0, dx1, dy1 = layout.data_window
+    wx0, wy0, wx1, wy1 = layout.display_window
+    if layout.data_window == layout.display_window:
+        return np.ascontiguousarray(rgb), layout
     full = np.zeros((wy1 - wy0 + 1, wx1 - wx0 + 1, *rgb.shape[2:]), np.float32)
     ys, xs = slice(max(dy0, wy0), min(dy1, wy1) + 1), slice(max(dx0, wx0), min(dx1, wx1) + 1)
     full[ys.start - wy0:ys.stop - wy0, xs.start - wx0:xs.stop - wx0] = \
         rgb[ys.start - dy0:ys.stop - dy0, xs.start - dx0:xs.stop - dx0]
-    return full
+    return full, layout
+
+
+def _exr_layout(header: dict, pixel_type: str) -> ExrLayout:
+    """ExrLayout of an OpenEXR header (a dict from OpenEXR.File.header()); `pixel_type` of the image channels."""
+    def window(w) -> tuple[int, int, int, int]:
+        (x0, y0), (x1, y1) = w
+        return int(x0), int(y0), int(x1), int(y1)
+
+    compression = header.get("compression")
+    chromaticities = header.get("chromaticities")
+    return ExrLayout(
+        pixel_type=pixel_type,
+        compression=getattr(compression, "name", str(compression)),
+        channels=tuple(c.name for c in header.get("channels", ())),
+        data_window=window(header["dataWindow"]),
+        display_window=window(header.get("displayWindow", header["dataWindow"])),
+        pixel_aspect=float(header.get("pixelAspectRatio", 1.0)),
+        chromaticities=tuple(float(v) for v in chromaticities) if chromaticities is not None else None,
+    )
+
+
+# Chromaticities (red, green, blue, white xy) EXR plates carry, by the name Colour.primaries gives them.
+NAMED_CHROMATICITIES = {
+    "aces-ap0": ((0.7347, 0.2653, 0.0, 1.0, 0.0001, -0.0770, 0.32168, 0.33767), "ACES AP0 (ACES2065-1)"),
+    "aces-ap1": ((0.713, 0.293, 0.165, 0.830, 0.128, 0.044, 0.32168, 0.33767), "ACES AP1 (ACEScg)"),
+    "bt709": ((0.64, 0.33, 0.30, 0.60, 0.15, 0.06, 0.3127, 0.3290), "BT.709"),
+    "bt2020": ((0.708, 0.292, 0.170, 0.797, 0.131, 0.046, 0.3127, 0.3290), "BT.2020"),
+    "smpte432": ((0.680, 0.320, 0.265, 0.690, 0.150, 0.060, 0.3127, 0.3290), "P3-D65 (smpte432)"),
+    "smpte431": ((0.680, 0.320, 0.265, 0.690, 0.150, 0.060, 0.314, 0.351), "DCI-P3 (smpte431)"),
+}
+
+
+def image_colour(sample: str, exr: ExrLayout | None) -> Colour:
+    """How an image plate's values are read; images carry no tags we read, so it is always an assumption.
+
+    EXR: scene-linear, with the primaries its chromaticities name (BT.709 without them); other float
+    images linear BT.709; integer PNG/TIFF/DPX sRGB/BT.709.
+    """
+    if exr is None:
+        if sample == "float32":
+            return Colour("bt709", "linear", "rgb", "pc", assumed="untagged float image: linear BT.709 assumed")
+        return Colour("bt709", "iec61966-2-1", "rgb", "pc", assumed="untagged image: sRGB/BT.709 assumed")
+    if exr.chromaticities is None:
+        return Colour("bt709", "linear", "rgb", "pc", assumed="EXR without chromaticities: scene-linear BT.709 assumed")
+    for name, (xy, label) in NAMED_CHROMATICITIES.items():
+        if all(abs(a - b) < 0.002 for a, b in zip(exr.chromaticities, xy)):
+            return Colour(name, "linear", "rgb", "pc", assumed=f"EXR chromaticities are {label}: scene-linear assumed")
+    shown = ", ".join(f"{v:.4f}" for v in exr.chromaticities)
+    return Colour("custom", "linear", "rgb", "pc",
+                  assumed=f"EXR chromaticities ({shown}) name no known primaries: scene-linear assumed")
 
 
 def _read_image_av(path: Path) -> np.ndarray:
     """DPX and other images OpenCV cannot read, via PyAV, keeping their precision (EXR: `_read_exr`)."""
     if path.suffix.lower() == ".exr":
         return _read_exr(path)
+    return _decode_image_av(path)[0]
+
+
+def _decode_image_av(path: Path) -> tuple[np.ndarray, int]:
+    """An image through PyAV's decoders at its own precision, and its significant bits per sample."""
     opening(path)
     try:
         with av.open(str(path)) as container:
@@ -179,10 +244,32 @@ def _read_image_av(path: Path) -> np.ndarray:
     gray = len(colour) == 1
     bits = max(c.bits for c in colour)
     if "f32" in fmt.name or "f16" in fmt.name:
-        return frame.to_ndarray(format="grayf32le" if gray else "gbrpf32le", channel_last=True)
-    if bits > 8:
-        return frame.to_ndarray(format="gray16le" if gray else "rgb48le")
-    return frame.to_ndarray(format="gray" if gray else "rgb24")
+        return frame.to_ndarray(format="grayf32le" if gray else "gbrpf32le", channel_last=True), 32
+    if bits > 8:  # 10/12-bit samples scale to 16 bits by bit replication: white is 65535
+        return frame.to_ndarray(format="gray16le" if gray else "rgb48le"), bits
+    return frame.to_ndarray(format="gray" if gray else "rgb24"), bits
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """One image file as probe describes a sequence by its first frame."""
+
+    array: np.ndarray  # as stored: OpenCV's channel order (BGR) for the formats it reads, RGB otherwise
+    bits: int  # significant bits per sample: 8, 10, 12, 16 (half EXR too), 32 (float)
+    exr: ExrLayout | None
+
+
+def image_facts(path: Path) -> ImageFacts:
+    """The samples, significant bits and (EXR) file layout of one image file."""
+    suffix = path.suffix.lower()
+    if suffix == ".exr":
+        a, layout = _open_exr(path)
+        return ImageFacts(a, 16 if layout.pixel_type == "half" else 32, layout)
+    if suffix in _CV2_EXTS:
+        a = read_native(path)
+        return ImageFacts(a, {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(a.dtype, 32), None)
+    a, bits = _decode_image_av(path)
+    return ImageFacts(a, bits, None)
 
 
 def read_native(path: Path) -> np.ndarray:

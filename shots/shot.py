@@ -33,9 +33,14 @@ class MediaRef:
     width: int | None = None
     height: int | None = None
     timecode: str | None = None
+    drop_frame: bool | None = None  # the file's timecode counts drop-frame; None: it states no timecode
 
     def file_index(self, source_frame: int) -> int:
         return source_frame - self.media_range.start
+
+    def timecode_at(self, source_frame: int | None = None) -> str:
+        """Source timecode of `source_frame` (default: the first), counted as the file counts it (DF or NDF)."""
+        return self.media_range.timecode(source_frame, drop_frame=self.drop_frame)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Instructions:
     negative_points: dict[int, list[list[float]]] = field(default_factory=dict)
     boxes: dict[int, list[float]] = field(default_factory=dict)
     enabled: bool = True
+    colourspace: str | None = None  # the plate's input colour space (an OCIO name), when its files do not say
     origin: str = "otio"  # otio | sidecar | marker
     invalid: bool = False  # the clip carries instructions that could not be read; Shot.problem says why
 
@@ -68,7 +74,7 @@ class Instructions:
 
 # Instruction keys, wherever they come from (OTIO metadata under 'voidbatch', a marker, a sidecar row).
 INSTRUCTION_KEYS = ("prompt", "instruction", "quadmask", "matte", "mask_start_frame", "points", "negative_points",
-                    "boxes", "enabled")
+                    "boxes", "enabled", "colourspace")
 KEY_ALIASES = {"bg": "prompt"}  # VOID's own name for the prompt
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -111,7 +117,7 @@ def check_instructions(raw: Mapping, under: str | None = None, extra_keys=()) ->
 
 
 def _check_value(name: str, value):
-    if name in ("prompt", "instruction", "quadmask", "matte"):
+    if name in ("prompt", "instruction", "quadmask", "matte", "colourspace"):
         if not isinstance(value, str):
             raise ValueError(f"must be text, got {_shown(value)}")
         return value
@@ -230,6 +236,16 @@ class Shot:
         if self.media is None:
             raise ValueError(f"shot {self.shot_id} has no resolved media")
         return self.media.file_index(self.source_range.start)
+
+    @property
+    def drop_frame(self) -> bool | None:
+        """Whether the plate's timecode counts drop-frame (None: no plate timecode; OTIO's convention applies)."""
+        return self.media.drop_frame if self.media is not None else None
+
+    def source_timecode(self, frame: int | None = None) -> str:
+        """Source timecode of source frame `frame` (default: source_range.start), counted as the plate counts
+        it: a 29.97 non-drop plate stays non-drop (FrameRange.timecode alone would give OTIO's drop-frame)."""
+        return self.source_range.timecode(frame, drop_frame=self.drop_frame)
 
     def with_problem(self, problem: str) -> Shot:
         return replace(self, problem=problem)

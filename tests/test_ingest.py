@@ -11,6 +11,7 @@ import pytest
 
 from shots.frames import frames_from_timecode
 from shots.ingest import EditError, IngestOptions, ingest
+from shots.shot import Shot
 from shots.sidecar import SidecarError
 from tests.conftest import ROOT, make_movie, shared
 
@@ -205,6 +206,30 @@ def test_drop_frame_edl_at_2997(tmp_path):
     s = ingest(edl, IngestOptions(rate=29.97, handles=0))[0]
     assert s.rate == Fraction(30000, 1001)
     assert s.cut_range.start == 17982 and s.cut_range.duration == 30
+
+
+@pytest.mark.parametrize("plate_tc,fcm,src_in,src_out,drop_frame", [
+    ("01:00:00:00", "NON-DROP FRAME", "01:00:00:10", "01:00:01:00", False),
+    ("01:00:00;00", "DROP FRAME", "01:00:00;10", "01:00:01;00", True),
+])
+def test_2997_plate_timecode_keeps_its_kind(tmp_path, plate_tc, fcm, src_in, src_out, drop_frame):
+    """A 29.97 non-drop plate is formatted non-drop wherever its frames are named; a drop-frame one drop-frame."""
+    make_movie(tmp_path / "shotA.mov", frames=60, rate=Fraction(30000, 1001), timecode=plate_tc)
+    edl = tmp_path / "ntsc.edl"
+    edl.write_text(f"TITLE: ntsc\nFCM: {fcm}\n\n"
+                   f"001  A001 V     C        {src_in} {src_out} 01:00:00;00 01:00:00;20\n"
+                   "* FROM CLIP NAME:  shotA\n")
+    s = ingest(edl, IngestOptions(rate=29.97, handles=4, relink_dir=str(tmp_path)))[0]
+    assert s.problem is None, s.problem
+    assert (s.media.timecode, s.media.drop_frame) == (plate_tc, drop_frame)
+    assert s.media.timecode_at() == plate_tc  # file frame 0
+    assert s.file_start == 6 and s.source_timecode() == src_in[:-2] + "06"  # 4 frames of handle
+    assert s.source_timecode(s.cut_range.start) == src_in
+    assert s.source_range.timecode(s.cut_range.start, drop_frame=s.drop_frame) == src_in
+    again = Shot.from_dict(json.loads(json.dumps(s.to_dict())))  # the kind travels with the shot
+    assert again.media.drop_frame is drop_frame and again.source_timecode(s.cut_range.start) == src_in
+    if not drop_frame:  # OTIO's 29.97 convention would have counted this plate drop-frame
+        assert s.source_range.timecode(s.cut_range.start) != src_in
 
 
 def test_plan_cli_json(screening_media):
