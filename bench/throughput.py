@@ -117,7 +117,7 @@ def main() -> None:
         t2 = time.perf_counter()
         spec = RunSpec(out=store.root, delivery=DeliverySpec(format=args.format, provenance=args.provenance))
         conform.conform_shot(prepared, {r.chunk_index: r.output_key for r in results}, store, args.format,
-                             qc_every=args.qc_every, sign=content_credentials(prepared, backend.identity, spec))
+                             qc_every=args.qc_every, sign=content_credentials(prepared, backend.identity, spec, args.format))
         t3 = time.perf_counter()
 
     wall = t3 - t0

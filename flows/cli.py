@@ -42,7 +42,7 @@ def _spec(out: Path, **parts):
         return cls(**{k: parts[k] for k in keys if k in parts})
 
     try:
-        return RunSpec(out=str(out), ingest=given(IngestSpec, ("rate", "handles", "shots_file", "relink")),
+        return RunSpec(out=str(out), ingest=given(IngestSpec, ("rate", "handles", "shots_file", "relink", "colourspace")),
                        masks=given(MaskSpec, ("segmenter", "reasoner", "sam2_dir", "allow_large_mask")),
                        backend=given(BackendSpec, ("name", "passes", "model_dir", "steps", "guidance", "model_size")),
                        delivery=given(DeliverySpec, ("format", "qc_every", "provenance")),
@@ -133,7 +133,12 @@ def masks(edit: EditArg, out: OutOpt, segmenter: SegmenterOpt = "auto", reasoner
 def run(edit: EditArg, out: OutOpt,
         backend: Annotated[str, typer.Option(help="auto | classical | void")] = "auto",
         passes: Annotated[int, typer.Option(help="1, or 2 for VOID's warped-noise refinement")] = 1,
-        format: Annotated[str, typer.Option("--format", help="png | exr | prores")] = "png",
+        format: Annotated[str, typer.Option("--format", help="auto (follow the plate: EXR in -> EXR, 10-bit and "
+                                                             "deeper -> 16-bit PNG, 8-bit -> PNG) | png | exr | "
+                                                             "dpx | prores")] = "auto",
+        colourspace: Annotated[Optional[str], typer.Option(
+            "--colourspace", help="Input colour space of untagged plates (an OCIO name, e.g. 'ACEScg', "
+                                  "'Rec.1886 Rec.709 - Display'); the file's own tags win")] = None,
         shots: ShotsOpt = None, relink: RelinkOpt = None, rate: RateOpt = None, handles: HandlesOpt = 8,
         seed: Annotated[int, typer.Option(help="Base seed; each chunk's seed derives from shot id and chunk")] = 0,
         force: Annotated[bool, typer.Option("--force", help="Render a new version even when up to date")] = False,
@@ -155,7 +160,8 @@ def run(edit: EditArg, out: OutOpt,
     spec = _spec(out, name=backend, passes=passes, format=format, rate=rate, handles=handles, seed=seed,
                  force=force, steps=steps, guidance=guidance, model_size=model_size, segmenter=segmenter,
                  reasoner=reasoner, allow_large_mask=allow_large_mask, qc_every=qc_every, provenance=provenance,
-                 **_paths(shots_file=shots, relink=relink, model_dir=model_dir, sam2_dir=sam2_dir))
+                 **_paths(shots_file=shots, relink=relink, model_dir=model_dir, sam2_dir=sam2_dir,
+                          colourspace=colourspace))
     try:
         batch = run_batch(str(edit), spec)
     except UsageError as e:

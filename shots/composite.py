@@ -8,6 +8,8 @@ feather width outside it: every pixel beyond that is the source pixel, bit for b
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -62,11 +64,14 @@ def alpha_in_box(mask_roi: np.ndarray, feather: float) -> tuple[Box, np.ndarray]
 
 
 def composite(source: np.ndarray, clean_model: np.ndarray, mask_roi: np.ndarray, roi: Box,
-              feather: float) -> np.ndarray:
+              feather: float, from_model: Callable[[np.ndarray, np.dtype], np.ndarray] | None = None) -> np.ndarray:
     """`source` with the clean result laid over `roi` through the feathered quadmask `mask_roi`.
 
-    Only the box around the removal region plus the feather is touched: the alpha, the blend and
-    the copy happen there, so a small object in a 4K plate costs little.
+    `source` is at the plate's precision (uint8, uint16 or float32); `clean_model` is the backend's
+    8-bit display RGB, which `from_model(pixels, dtype)` turns into the plate's units (the colour
+    pipeline's inverse; None: 8-bit codes as they are). Only the box around the removal region plus
+    the feather is touched: the alpha, the blend and the copy happen there, so a small object in a
+    4K plate costs little; every other pixel is the source's, untouched.
     """
     out = source.copy()
     found = alpha_in_box(mask_roi, feather)
@@ -74,11 +79,14 @@ def composite(source: np.ndarray, clean_model: np.ndarray, mask_roi: np.ndarray,
         return out
     box, alpha = found
     clean = resize_rgb(clean_model, roi.width, roi.height)[box.slices()]
+    clean = from_model(clean, source.dtype) if from_model is not None else clean.astype(np.float32)
     sl = (slice(roi.y0 + box.y0, roi.y0 + box.y1), slice(roi.x0 + box.x0, roi.x0 + box.x1))
     src = source[sl]
     a = alpha[..., None]
-    blended = np.clip(np.rint(src.astype(np.float32) * (1.0 - a) + clean.astype(np.float32) * a), 0, 255)
-    out[sl] = np.where(alpha[..., None] > 0, blended.astype(np.uint8), src)
+    blended = src.astype(np.float32) * (1.0 - a) + clean * a
+    if source.dtype.kind == "u":
+        blended = np.clip(np.rint(blended), 0, np.iinfo(source.dtype).max)
+    out[sl] = np.where(alpha[..., None] > 0, blended.astype(source.dtype), src)
     return out
 
 

@@ -20,10 +20,10 @@ import opentimelineio as otio
 
 from shots import qc
 from shots.composite import chunk_weights, composite
-from shots.deliver import FORMATS, LOSSY, contact_sheet, open_writer
-from shots.extract import PreparedShot
+from shots.deliver import FORMATS, LOSSY, choose_format, contact_sheet, open_writer
+from shots.extract import PreparedShot, plate_frames
 from shots.ingest import iter_video_clips, read_edit
-from shots.media import read_frames, read_frames_precise, read_video
+from shots.media import probe, read_frames_precise, read_video
 from shots.plan import Chunk
 from shots.shot import Shot
 from storage import layout
@@ -93,11 +93,16 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
                  sign: Callable[[Path, list[Path]], str] | None = None) -> Deliverable:
     """Composite the chunk outputs into the plate, QC what was written, sign it, publish `shots/{id}/v{NNN}/`.
 
-    `sign(folder, files)` adds content credentials to the finished files before the version lands and
-    returns the provenance state (`shots.provenance`); None: unsigned and unmarked ("off").
+    The plate is read at its own precision and the version written at it: the backends' 8-bit display
+    output comes back through the colour pipeline's inverse into the removal region only. `fmt`
+    "auto" follows the plate (`shots.deliver.choose_format`). `sign(folder, files)` adds content
+    credentials to the finished files before the version lands and returns the provenance state
+    (`shots.provenance`); None: unsigned and unmarked ("off").
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown deliverable format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    info = probe(prepared.shot.media.path)
+    fmt = choose_format(info) if fmt == "auto" else fmt
     shot, roi = prepared.shot, prepared.roi
     chunks = [c.chunk for c in prepared.chunks]
     missing = [c.index for c in chunks if c.index not in outputs]
@@ -105,20 +110,20 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
         raise ValueError(f"shot {shot.shot_id}: no removal output for chunks {missing}")
     stitched = _StitchedChunks(chunks, outputs, store)
     feather = feather_px(prepared)
+    colour = prepared.colour
     n = shot.frames
     sample = set(np.linspace(0, n - 1, min(CONTACT_FRAMES, n)).round().astype(int).tolist())
     pairs = []
     version = next_version(store, shot.shot_id)
     with store.writing_dir(layout.version_folder(shot.shot_id, version)) as folder:
         writer = open_writer(fmt, folder, shot.shot_id, version, shot.media.width, shot.media.height, shot.rate,
-                             shot.source_range.timecode())
-        plates = read_frames(shot.media.path, shot.file_start, n)
+                             shot.source_timecode(), plate=info)
         try:
-            for t, (src, mask) in enumerate(zip(plates, prepared.mask_frames())):
-                out = composite(src, stitched.frame(t), mask[roi.slices()], roi, feather)
+            for t, (src, mask) in enumerate(zip(plate_frames(shot, prepared.plate), prepared.mask_frames())):
+                out = composite(src, stitched.frame(t), mask[roi.slices()], roi, feather, colour.from_model)
                 writer.write(out)
-                if t in sample:
-                    pairs.append((layout.FIRST_FRAME + t, src, out))
+                if t in sample:  # people look at the contact sheet: display RGB through the same view
+                    pairs.append((layout.FIRST_FRAME + t, colour.to_model(src), colour.to_model(out)))
                 if progress is not None:
                     progress((t + 1) / n)
         finally:

@@ -19,8 +19,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from shots import quadmask as qm
-from shots.composite import KEEP, crop_resize
-from shots.media import MediaError, media_files, probe, read_frames, write_video_lossless
+from shots.colour import ColourPipeline, InputSpace, input_space
+from shots.composite import KEEP, crop_resize, resize_rgb
+from shots.media import MediaError, media_files, probe, read_frames, read_frames_precise, write_video_lossless
 from shots.plan import Chunk, plan_chunks
 from shots.roi import MODEL_SIZE, Box, choose_roi, region_bbox
 from shots.shot import Shot
@@ -65,6 +66,23 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class Plate:
+    """What the batch learnt of the plate when it prepared the shot: precision, colour, scan."""
+
+    sample: str  # uint8 | uint16 | float32: what the composite and the deliverable work at
+    bits: int
+    colour: InputSpace  # the input colour space, and what decided it
+    field_order: str = "progressive"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "colour": asdict(self.colour)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plate:
+        return cls(d["sample"], d["bits"], InputSpace(**d["colour"]), d.get("field_order", "progressive"))
+
+
+@dataclass(frozen=True)
 class PreparedShot:
     shot: Shot
     roi: Box
@@ -76,6 +94,12 @@ class PreparedShot:
     inputs: Inputs
     region: Box  # where anything is removed or affected, in plate pixels, over the whole shot
     region_frames: tuple[int, int]  # first and last shot frame (0-based) with anything removed or affected
+    plate: Plate
+
+    @property
+    def colour(self) -> ColourPipeline:
+        """The transform between the plate and the backends' 8-bit display RGB (and back)."""
+        return ColourPipeline(self.plate.colour)
 
     def mask_frames(self) -> Iterator[np.ndarray]:
         """The shot's quadmask at source resolution, frame by frame (mattes become remove/keep)."""
@@ -87,13 +111,14 @@ class PreparedShot:
                 "chunks": [{"chunk": asdict(c.chunk), "plate_key": c.plate_key, "mask_key": c.mask_key,
                             "content_sha256": c.content_sha256} for c in self.chunks],
                 "inputs": asdict(self.inputs), "region": self.region.as_list(),
-                "region_frames": list(self.region_frames)}
+                "region_frames": list(self.region_frames), "plate": self.plate.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> PreparedShot:
         return cls(shot=Shot.from_dict(d["shot"]), roi=Box(*d["roi"]), mask_source=d["mask_source"],
                    mask_path=d["mask_path"], mask_offset=d["mask_offset"], work_key=d["work_key"],
                    inputs=Inputs(**d["inputs"]), region=Box(*d["region"]), region_frames=tuple(d["region_frames"]),
+                   plate=Plate.from_dict(d["plate"]),
                    chunks=tuple(ChunkInput(Chunk(**c["chunk"]), c["plate_key"], c["mask_key"], c["content_sha256"])
                                 for c in d["chunks"]))
 
@@ -146,25 +171,42 @@ def read_inputs(shot: Shot, mask_path: str, mask_offset: int) -> Inputs:
         raise ShotError(shot.shot_id, f"cannot read its inputs: {e}") from None
 
 
-def inputs_key(shot: Shot, source: str, inputs: Inputs, mask_offset: int, model_size: tuple[int, int]) -> str:
-    """The content key of a preparation: what it reads, and how."""
-    return content_key("prepared-shot/2", inputs.plate_sha256, shot.file_start, shot.frames, source,
-                       inputs.mask_sha256, mask_offset, list(model_size))
+def inputs_key(shot: Shot, source: str, inputs: Inputs, mask_offset: int, model_size: tuple[int, int],
+               colour: InputSpace) -> str:
+    """The content key of a preparation: what it reads, and how (the colour transform shapes the chunks)."""
+    return content_key("prepared-shot/3", inputs.plate_sha256, shot.file_start, shot.frames, source,
+                       inputs.mask_sha256, mask_offset, list(model_size), colour.name)
+
+
+def read_plate(shot: Shot, colourspace: str | None = None) -> Plate:
+    """The plate's precision, scan and input colour space (its tags, the OCIO rules, `colourspace`, convention)."""
+    try:
+        info = probe(shot.media.path)
+        space = input_space(shot.media.path, info.colour, colourspace)
+    except (MediaError, ValueError) as e:
+        raise ShotError(shot.shot_id, str(e)) from None
+    if info.field_order not in ("progressive", "unknown"):
+        log.warning("shot %s: %s is interlaced (%s): the removal treats each frame as a whole picture",
+                    shot.shot_id, shot.media.path, info.field_order)
+    return Plate(info.sample, info.bits, space, info.field_order)
 
 
 def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], None] | None = None,
                  model_size: tuple[int, int] = MODEL_SIZE,
-                 max_remove_fraction: float | None = MAX_REMOVE_FRACTION) -> PreparedShot:
+                 max_remove_fraction: float | None = MAX_REMOVE_FRACTION,
+                 colourspace: str | None = None) -> PreparedShot:
     """Validate the mask, choose the ROI, and write the shot's model-size chunks to the store.
 
     A mask that removes more than `max_remove_fraction` of any frame is refused (None: allowed):
     an all-black or inverted matte would otherwise "remove" the whole plate and report done.
+    The chunks are the plate through the colour pipeline: 8-bit display RGB, what the backends take.
     """
     if shot.problem:
         raise ShotError(shot.shot_id, shot.problem)
     source, mask_path, offset = resolve_mask(shot)
     inputs = read_inputs(shot, mask_path, offset)
-    work_key = layout.work_folder(shot.shot_id, inputs_key(shot, source, inputs, offset, model_size))
+    plate = read_plate(shot, colourspace)
+    work_key = layout.work_folder(shot.shot_id, inputs_key(shot, source, inputs, offset, model_size, plate.colour))
     record_key = layout.prepared_record(work_key)
     if store.exists(record_key):
         prepared = PreparedShot.from_dict(json.loads(store.get_bytes(record_key)))
@@ -197,7 +239,7 @@ def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], N
     chunks = plan_chunks(shot.frames)
     full = roi.is_full(media.width, media.height)
     try:
-        plates = read_frames(media.path, shot.file_start, shot.frames, size=model_size if full else None)
+        plates = model_frames(shot, plate, model_size if full else None)
         masks = _mask_frames(source, mask_path, offset, shot.frames)
         chunk_inputs = list(_write_chunks(shot, chunks, plates, masks, roi, full, model_size, store, work_key,
                                           progress))
@@ -205,9 +247,30 @@ def prepare_shot(shot: Shot, store: ArtifactStore, progress: Callable[[float], N
         raise ShotError(shot.shot_id, str(e)) from None
     prepared = PreparedShot(shot=shot, roi=roi, mask_source=source, mask_path=mask_path, mask_offset=offset,
                             work_key=work_key, chunks=tuple(chunk_inputs), inputs=inputs, region=bbox,
-                            region_frames=(touched[0], touched[-1]))
+                            region_frames=(touched[0], touched[-1]), plate=plate)
     store.put_bytes(record_key, json.dumps(prepared.to_dict(), indent=1).encode())
     return prepared
+
+
+def plate_frames(shot: Shot, plate: Plate, start: int = 0, count: int | None = None) -> Iterator[np.ndarray]:
+    """The shot's plate frames at the plate's own precision (uint8, uint16 or float32), from shot frame `start`."""
+    count = shot.frames - start if count is None else count
+    if plate.sample == "uint8":
+        return read_frames(shot.media.path, shot.file_start + start, count)
+    return read_frames_precise(shot.media.path, shot.file_start + start, count)
+
+
+def model_frames(shot: Shot, plate: Plate, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """The shot's frames as the backends see them: 8-bit display RGB through the colour pipeline.
+
+    An 8-bit display-referred plate is scaled during decode (libavfilter) when `size` is given; any
+    other is read at its precision, transformed, then scaled.
+    """
+    if plate.sample == "uint8" and plate.colour.display_referred:
+        return read_frames(shot.media.path, shot.file_start, shot.frames, size=size)
+    pipeline = ColourPipeline(plate.colour)
+    frames = (pipeline.to_model(f) for f in plate_frames(shot, plate))
+    return frames if size is None else (resize_rgb(f, size[1], size[0]) for f in frames)
 
 
 def _write_chunks(shot, chunks, plates, masks, roi, full, model_size, store, work_key, progress):

@@ -20,8 +20,9 @@ from pathlib import Path
 import cv2
 
 from shots import quadmask as qm
-from shots.extract import PreparedShot
-from shots.media import read_frames, write_h264
+from shots.composite import resize_rgb
+from shots.extract import PreparedShot, plate_frames
+from shots.media import read_frames_precise, write_h264
 from storage import layout
 from storage.atomic import atomic_path, write_atomic
 from storage.store import ArtifactStore
@@ -41,21 +42,25 @@ def make_previews(store: ArtifactStore, prepared: PreparedShot, deliverable) -> 
     """Plate and clean proxies and a mask still for a delivered version, unless they exist already."""
     if not store.is_local:
         return
-    shot, version = prepared.shot, deliverable.version
+    shot, version, colour = prepared.shot, deliverable.version, prepared.colour
     size = _proxy_size(shot.media.width, shot.media.height)
+
+    def viewed(frames):  # what people look at: display RGB through the plate's view, proxy-sized
+        return (resize_rgb(colour.to_model(f), size[1], size[0]) for f in frames)
+
     plate = Path(store.path(layout.review_plate(shot.shot_id, version)))
     if not plate.exists():
-        write_h264(plate, read_frames(shot.media.path, shot.file_start, shot.frames, size=size), shot.rate)
+        write_h264(plate, viewed(plate_frames(shot, prepared.plate)), shot.rate)
     clean = Path(store.path(layout.review_clean(shot.shot_id, version)))
     if not clean.exists():
         delivered = store.path(deliverable.output_key)
         if deliverable.output_format != "prores":
             delivered = f"{delivered}/{layout.frame_pattern(shot.shot_id, version, deliverable.output_format)}"
-        write_h264(clean, read_frames(delivered, 0, shot.frames, size=size), shot.rate)
+        write_h264(clean, viewed(read_frames_precise(delivered, 0, shot.frames)), shot.rate)
     still = Path(store.path(layout.review_mask(shot.shot_id, version)))
     if not still.exists():
         middle = (prepared.region_frames[0] + prepared.region_frames[1]) // 2
-        frame = next(iter(read_frames(shot.media.path, shot.file_start + middle, 1, size=size)))
+        frame = next(viewed(plate_frames(shot, prepared.plate, middle, 1)))
         mask = next(m for t, m in enumerate(prepared.mask_frames()) if t == middle)
         tinted = qm.overlay(frame, mask, label=f"frame {layout.FIRST_FRAME + middle}")
         ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(tinted, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])

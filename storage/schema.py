@@ -41,6 +41,9 @@ SHOTS_SCHEMA = pa.schema(
         ("source_tc_out", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+        ("source_bits", pa.int32()),  # significant bits per sample of the plate (8, 10, 16; 16/32 half/float EXR)
+        ("colour_space", pa.string()),  # the plate's input colour space, and what decided it (tags, rules, ...)
+        ("field_order", pa.string()),  # progressive, or tt/bb/tb/bt for interlaced plates (flagged)
         ("roi", pa.list_(pa.int32())),  # x0, y0, x1, y1 in source pixels
         ("chunks", pa.int32()),
         ("mask_source", pa.string()),  # quadmask | matte | sam2 | classical ...

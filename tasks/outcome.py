@@ -91,8 +91,8 @@ class ShotOutcome:
             "source_uri": media.path if media else None, "rate": rate_str(shot.rate),
             "source_in": shot.source_range.start, "source_out": shot.source_range.end_exclusive,
             "frames": shot.frames, "head_handle": shot.handles[0], "tail_handle": shot.handles[1],
-            "source_tc_in": shot.source_range.timecode(),
-            "source_tc_out": shot.source_range.timecode(shot.source_range.end_exclusive),
+            "source_tc_in": shot.source_timecode(),
+            "source_tc_out": shot.source_timecode(shot.source_range.end_exclusive),
             "width": media.width if media else None, "height": media.height if media else None,
             "prompt": ins.prompt if ins else None, "passes": self.passes, "seed": self.seed,
             "content_key": self.content_key, "conform_uri": self.conform_uri,
@@ -101,8 +101,10 @@ class ShotOutcome:
             "peak_rss_mb": self.peak_rss_mb,
         }
         if self.prepared is not None:
+            plate = self.prepared.plate
             row.update(roi=self.prepared.roi.as_list(), chunks=len(self.prepared.chunks),
-                       mask_source=self.prepared.mask_source, quadmask_uri=self.prepared.mask_path)
+                       mask_source=self.prepared.mask_source, quadmask_uri=self.prepared.mask_path,
+                       source_bits=plate.bits, colour_space=plate.colour.describe(), field_order=plate.field_order)
         if self.mask is not None:  # a generated quadmask: how it was made, and whether reasoning degraded
             row.update(mask_columns(self.mask, self.mask_uri))
         if self.backend is not None:

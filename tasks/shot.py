@@ -10,6 +10,7 @@ from model import removal
 from model.backend import BackendIdentity
 from model.void.files import default_cache_dir
 from shots import conform, deliver, extract, provenance
+from shots.media import probe
 from storage import layout, manifest
 from storage.store import ArtifactStore
 from tasks import IN_MEMORY
@@ -34,7 +35,8 @@ def prepare_shot(shot, store: ArtifactStore, spec: RunSpec, progress=None) -> ex
     """Validate the mask, choose the ROI, write model-size plate and mask chunks to the store."""
     limit = None if spec.masks.allow_large_mask else extract.MAX_REMOVE_FRACTION
     prepared = extract.prepare_shot(shot, store, progress=progress, model_size=spec.backend.model_hw,
-                                    max_remove_fraction=limit)
+                                    max_remove_fraction=limit,
+                                    colourspace=shot.instructions.colourspace or spec.ingest.colourspace)
     get_run_logger().info("shot %s: %d chunks, ROI %s", shot.shot_id, len(prepared.chunks), prepared.roi.as_list())
     return prepared
 
@@ -48,21 +50,22 @@ def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResu
     version already delivered is up to date and gets no new version unless the spec forces one.
     """
     shot = prepared.shot
-    fmt = spec.delivery.format
+    plate = probe(shot.media.path)
+    fmt = deliver.choose_format(plate) if spec.delivery.format == "auto" else spec.delivery.format
     key = conform.render_key(prepared, [r.output_key for r in results], fmt)
     if not spec.force and (row := manifest.find_current(store, shot.shot_id, key)):
         get_run_logger().info("shot %s: up to date as v%03d", shot.shot_id, row["version"])
         return deliverable_from_row(row, store), key, True
-    deliver.check_free_space(store, shot.shot_id, fmt, shot.media.width, shot.media.height, shot.frames)
+    deliver.check_free_space(store, shot.shot_id, fmt, shot.media.width, shot.media.height, shot.frames, plate=plate)
     outputs = {r.chunk_index: r.output_key for r in results}
     log = get_run_logger()
     written = logged_progress(progress, lambda pct: log.info("shot %s: %d of %d frames written", shot.shot_id,
                                                              round(pct * shot.frames / 100), shot.frames))
     return conform.conform_shot(prepared, outputs, store, fmt, progress=written, qc_every=spec.delivery.qc_every,
-                                sign=content_credentials(prepared, results[0].backend, spec)), key, False
+                                sign=content_credentials(prepared, results[0].backend, spec, fmt)), key, False
 
 
-def content_credentials(prepared: extract.PreparedShot, backend: BackendIdentity, spec: RunSpec):
+def content_credentials(prepared: extract.PreparedShot, backend: BackendIdentity, spec: RunSpec, fmt: str):
     """What signs a version of this shot (`sign(folder, files) -> state`), or None when provenance is off.
 
     The identity is loaded here, in the process that signs: key material never travels or gets logged.
@@ -70,16 +73,16 @@ def content_credentials(prepared: extract.PreparedShot, backend: BackendIdentity
     identity = provenance.load_identity(spec.delivery.provenance, default_cache_dir() / "c2pa")
     if identity is None:
         return None
-    shot, (first, last), used = prepared.shot, prepared.region_frames, prepared.shot.source_range
+    shot, (first, last) = prepared.shot, prepared.region_frames
     edit = provenance.Edit(
-        plate=provenance.Plate(Path(shot.media.path).name, prepared.inputs.plate_sha256, used.timecode(),
-                               used.timecode(used.end_inclusive)),
+        plate=provenance.Plate(Path(shot.media.path).name, prepared.inputs.plate_sha256, shot.source_timecode(),
+                               shot.source_timecode(shot.source_range.end_inclusive)),
         agent=provenance.SoftwareAgent(version("voidbatch"), backend.name, backend.version, backend.weights_sha256),
         prompt=shot.instructions.prompt or "",
         region=provenance.Region(layout.FIRST_FRAME + first, layout.FIRST_FRAME + last,
                                  tuple(prepared.region.as_list()), prepared.mask_path, prepared.inputs.mask_sha256),
         generated=backend.name != "classical")
-    return lambda folder, files: provenance.sign_version(folder, files, spec.delivery.format, edit, identity).state
+    return lambda folder, files: provenance.sign_version(folder, files, fmt, edit, identity).state
 
 
 @task(name="record-shot", **IN_MEMORY)

@@ -30,7 +30,7 @@ DISPATCH = ("local", "deployment")
 
 # The command-line flag for each spec field, so a validation error names what the user typed.
 FLAGS = {
-    "out": "--out", "rate": "--rate", "handles": "--handles", "shots_file": "--shots", "relink": "--relink",
+    "out": "--out", "colourspace": "--colourspace", "rate": "--rate", "handles": "--handles", "shots_file": "--shots", "relink": "--relink",
     "segmenter": "--segmenter", "reasoner": "--reasoner", "sam2_dir": "--sam2-dir",
     "allow_large_mask": "--allow-large-mask", "name": "--backend", "passes": "--passes",
     "model_dir": "--model-dir", "steps": "--steps", "guidance": "--guidance", "model_size": "--model-size",
@@ -57,6 +57,8 @@ class IngestSpec(_Part):
     handles: int = Field(DEFAULT_HANDLES, ge=0, description="Handle frames each side, clamped to the media")
     shots_file: str | None = Field(None, description="Sidecar shot list (.json/.csv) keyed by clip name")
     relink: str | None = Field(None, description="Folder to find media in by file name or reel")
+    colourspace: str | None = Field(None, description="Input colour space (an OCIO name, e.g. ACEScg) of plates "
+                                                      "whose files and the OCIO file rules do not say")
 
     @field_validator("rate")
     @classmethod
@@ -68,6 +70,13 @@ class IngestSpec(_Part):
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"{v!r} is not a frame rate (24, 25, 23.976, 24000/1001)") from None
         return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
+
+    @field_validator("colourspace")
+    @classmethod
+    def _colourspace(cls, v: str | None) -> str | None:
+        from shots.colour import known_space
+
+        return known_space(v) if v else v
 
     _paths = field_validator("shots_file", "relink")(lambda v: absolute(v))
 
@@ -143,7 +152,8 @@ class BackendSpec(_Part):
 class DeliverySpec(_Part):
     """What is delivered, and how much of it QC reads back."""
 
-    format: Literal[FORMATS] = Field("png", description="png | exr | prores")
+    format: Literal[FORMATS] = Field("auto", description="auto (follow the plate: float -> EXR, deeper than 8 "
+                                                         "bits -> 16-bit PNG, else PNG) | png | exr | dpx | prores")
     qc_every: int = Field(10, ge=1, description="QC decodes the delivered first, last and every Nth frame (1: all)")
     provenance: Literal[PROVENANCE_MODES] = Field(
         "auto", description="C2PA content credentials: signed (studio identity from $VOIDBATCH_C2PA_CERT and "

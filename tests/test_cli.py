@@ -74,6 +74,10 @@ def test_bad_input_before_any_shot_exits_2_naming_it(tmp_path, edit):
     assert res.returncode == 2
     one_line_error(res, "--out", str(a_file))
 
+    res = voidbatch("run", str(edit), "--out", out, "--colourspace", "ACES-ish")
+    assert res.returncode == 2
+    one_line_error(res, "--colourspace", "'ACES-ish' is not in the OCIO config", "ACEScg")
+
     res = voidbatch("run", str(edit), "--out", out, "--backend", "void")
     assert res.returncode == 2
     one_line_error(res, "--model-dir")

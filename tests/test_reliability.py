@@ -135,9 +135,9 @@ def test_rerun_conform_points_every_clip_at_its_latest_good_version(prefect_serv
     assert active == {"sh400": "voidbatch_v001", "sh410": "voidbatch_v001"}  # not just the re-rendered one
 
 
-def test_qc_reads_a_float_plate_at_its_own_precision(prefect_server, tmp_path):
-    """Highlights up to 6.0 in the untouched region of an EXR plate: an 8-bit pipeline clips them, and QC,
-    comparing the delivered EXR with the plate in float, says so instead of reporting 0."""
+def test_float_plate_highlights_survive_and_qc_reads_at_float_precision(prefect_server, tmp_path):
+    """Highlights up to 6.0 in the untouched region of an EXR plate come back 6.0 in the delivered EXR;
+    QC reads both at float precision (the old 8-bit pipeline clipped them to 1.0 and QC said 0)."""
     from flows.process_edit import process_edit
 
     scene = make_scene("static", 12, 64, 112, seed=12)
@@ -160,8 +160,12 @@ def test_qc_reads_a_float_plate_at_its_own_precision(prefect_server, tmp_path):
     out = tmp_path / "out"
     assert process_edit(str(tmp_path / "exr.otio"), spec(out, fmt="exr"), return_state=True).is_completed()
     row = manifest.read_shots(ArtifactStore(str(out)))[0]
-    assert row["qc_precision"] == "float" and row["qc_frames_checked"] == 12
-    assert row["qc_keep_max_diff"] == pytest.approx(5.0, abs=0.01)  # 6.0 delivered as 1.0: measured, not hidden
+    assert row["qc_precision"] == "float" and row["qc_frames_checked"] == 12 and row["qc_keep_max_diff"] == 0
+    assert row["source_bits"] == 16 and row["colour_space"].startswith("Linear Rec.709 (sRGB)")
+    from shots.media import read_frames_precise
+
+    delivered = next(read_frames_precise(f"{row['output_uri']}/sh500_void_v001.####.exr", 0, 1))
+    assert delivered.dtype == np.float32 and delivered[:8, :16].min() == 6.0  # the highlight, untouched
 
 
 def test_a_shot_run_plans_from_the_edit_at_run_time(prefect_server, tmp_path):
