@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) torch==2.14.1 torchvision==0.29.1
 	$(PIP) "setuptools>=61" wheel
 	SAM2_BUILD_CUDA=$(SAM2_BUILD_CUDA) $(PIP) --no-build-isolation "sam2>=1.1"
+	# opencv-contrib (xphoto inpainting) replaces opencv-python-headless: both are the cv2 module, never keep both.
+	if $(PY) -m pip show -q opencv-python-headless >/dev/null 2>&1; then \
+		$(PY) -m pip uninstall -y -q opencv-python-headless opencv-contrib-python-headless; fi
 	$(PIP) -e ".[dev]"
 	# An ffmpeg binary for deliverable transcodes and the benches: the static one imageio-ffmpeg ships.
 	ln -sf "$$($(PY) -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" $(VENV)/bin/ffmpeg
