@@ -23,7 +23,7 @@ from shots.composite import chunk_weights, composite
 from shots.deliver import FORMATS, LOSSY, choose_format, contact_sheet, open_writer
 from shots.extract import PreparedShot, plate_frames
 from shots.ingest import iter_video_clips, read_edit
-from shots.media import probe, read_frames_precise, read_video
+from shots.media import media_files, probe, read_frames_precise, read_video
 from shots.plan import Chunk
 from shots.shot import Shot
 from storage import layout
@@ -116,8 +116,9 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
     pairs = []
     version = next_version(store, shot.shot_id)
     with store.writing_dir(layout.version_folder(shot.shot_id, version)) as folder:
+        plate_files = media_files(shot.media.path, shot.file_start, n) if info.exr is not None else None
         writer = open_writer(fmt, folder, shot.shot_id, version, shot.media.width, shot.media.height, shot.rate,
-                             shot.source_timecode(), plate=info)
+                             shot.source_timecode(), plate=info, plate_files=plate_files)
         try:
             for t, (src, mask) in enumerate(zip(plate_frames(shot, prepared.plate), prepared.mask_frames())):
                 out = composite(src, stitched.frame(t), mask[roi.slices()], roi, feather, colour.from_model)

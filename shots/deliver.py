@@ -6,8 +6,9 @@ that precision with the format's own metadata (`open_writer(..., plate=)` passes
 - png: uint8 frames give 8-bit PNG, uint16 frames 16-bit PNG, bit-exact (float frames: 16-bit, clipped to 0..1).
 - exr: through the OpenEXR bindings. Float frames are written as they are (values above 1.0 stay above
   1.0); uint8/uint16 frames become code value / 255 (/ 65535): display-referred values, not linearised.
-  An EXR plate's layout is followed: pixel type, compression, data window within its display window;
-  otherwise half, ZIP, full window. Every file carries chromaticities, timeCode (its own frame's),
+  An EXR plate's layout is followed: pixel type, compression, data window within its display window,
+  and its other channels (alpha, depth, AOVs) copied from the plate's own frame, untouched; otherwise
+  half, ZIP, full window. Every file carries chromaticities, timeCode (its own frame's),
   framesPerSecond and pixelAspectRatio.
 - dpx: 10-bit (gbrp10le, filled 32-bit words), codes rounded from the frame's own range; the transfer
   and colorimetric fields follow the plate's colour. No timecode: ffmpeg writes no industry header.
@@ -38,6 +39,7 @@ import OpenEXR
 from av.video.reformatter import ColorPrimaries, ColorTrc
 
 from shots.samples import Colour, sample_desc
+from shots.sequences import IMAGE_CHANNELS, read_exr_others
 from storage import layout
 from storage.layout import FIRST_FRAME
 from storage.store import ArtifactStore, DiskFull
@@ -129,19 +131,21 @@ def ffmpeg_exe() -> str:
 
 
 def open_writer(fmt: str, folder: Path, shot_id: str, version: int, width: int, height: int, rate: Fraction,
-                timecode: str | None, plate: MediaInfo | None = None):
+                timecode: str | None, plate: MediaInfo | None = None, plate_files: list[Path] | None = None):
     """The deliverable writer for `fmt`: png/exr/dpx sequences from 1001, or one ProRes .mov.
 
     `timecode` is the source timecode of the first delivered frame; `plate` (the shot's MediaInfo) says
     what the frames are: their precision, colour, timecode kind and, for EXR plates, the file layout to
-    follow. `auto` picks the format from the plate (`choose_format`); the writer's `fmt` says which.
+    follow; `plate_files` are the plate's files of the delivered frames, in order, whose other EXR
+    channels (alpha, depth, AOVs) an EXR deliverable carries through. `auto` picks the format from the
+    plate (`choose_format`); the writer's `fmt` says which.
     """
     fmt, _ = encoding(fmt, plate)
     folder, rate = Path(folder), Fraction(rate)
     if fmt == "png":
         return PngWriter(folder, shot_id, version, width, height)
     if fmt == "exr":
-        return ExrWriter(folder, shot_id, version, width, height, rate, timecode, plate)
+        return ExrWriter(folder, shot_id, version, width, height, rate, timecode, plate, plate_files=plate_files)
     if fmt == "dpx":
         return DpxWriter(folder, shot_id, version, width, height, plate)
     return ProResWriter(folder / layout.movie_file(shot_id, version), width, height, rate, timecode, plate)
@@ -334,7 +338,8 @@ class ExrWriter(SequenceWriter):
     fmt = "exr"
 
     def __init__(self, folder: Path, shot_id: str, version: int, width: int, height: int, rate: Fraction,
-                 timecode: str | None = None, plate: MediaInfo | None = None, first_frame: int = FIRST_FRAME):
+                 timecode: str | None = None, plate: MediaInfo | None = None, first_frame: int = FIRST_FRAME,
+                 plate_files: list[Path] | None = None):
         exr = plate.exr if plate is not None else None
         display = exr.display_window if exr is not None else (0, 0, width - 1, height - 1)
         if (display[2] - display[0] + 1, display[3] - display[1] + 1) != (width, height):
@@ -367,6 +372,9 @@ class ExrWriter(SequenceWriter):
             "pixelAspectRatio": float(exr.pixel_aspect if exr is not None else 1.0),
             "framesPerSecond": Fraction(rate),
         }
+        # The plate's other channels (alpha, depth, AOVs) come from its own file for each frame, cut the same way.
+        self._plate_files = plate_files if exr is not None and set(exr.channels) - set(IMAGE_CHANNELS) else None
+        self._others_window = (slice(y0 - data[1], y1 - data[1] + 1), slice(x0 - data[0], x1 - data[0] + 1))
         self._timecode = None
         if timecode:
             drop = _drop_frame(timecode, plate)
@@ -378,8 +386,11 @@ class ExrWriter(SequenceWriter):
         if self._timecode is not None:
             start, fps, drop = self._timecode
             header["timeCode"] = _exr_timecode(_count_to_label(start + offset, fps, drop), fps, drop)
-        pixels = np.ascontiguousarray(_unit_float(frame)[self._window].astype(self._dtype))
-        OpenEXR.File(header, {"RGB": pixels}).write(str(path))
+        channels = {"RGB": np.ascontiguousarray(_unit_float(frame)[self._window].astype(self._dtype))}
+        if self._plate_files is not None:
+            channels.update((name, np.ascontiguousarray(c[self._others_window]))
+                            for name, c in read_exr_others(self._plate_files[offset]).items())
+        OpenEXR.File(header, channels).write(str(path))
 
 
 class DpxWriter(SequenceWriter):

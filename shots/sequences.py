@@ -172,6 +172,23 @@ def _open_exr(path: Path) -> tuple[np.ndarray, ExrLayout]:
     return full, layout
 
 
+IMAGE_CHANNELS = ("R", "G", "B", "Y")  # what an EXR frame's picture is read from; the rest rides along
+
+
+def read_exr_others(path: Path) -> dict[str, np.ndarray]:
+    """The channels of an EXR frame besides its picture (alpha, depth, AOVs), as stored, over its data window.
+
+    A deliverable that follows an EXR plate carries them through untouched (`shots.deliver.ExrWriter`).
+    """
+    import OpenEXR
+
+    try:
+        with OpenEXR.File(str(path), separate_channels=True) as f:
+            return {name: np.array(c.pixels) for name, c in f.channels().items() if name not in IMAGE_CHANNELS}
+    except Exception as e:  # noqa: BLE001 - the bindings raise bare exceptions for unreadable files
+        raise MediaError(path, f"cannot read EXR: {e}") from e
+
+
 def _exr_layout(header: dict, pixel_type: str) -> ExrLayout:
     """ExrLayout of an OpenEXR header (a dict from OpenEXR.File.header()); `pixel_type` of the image channels."""
     def window(w) -> tuple[int, int, int, int]:

@@ -132,6 +132,39 @@ def test_exr_follows_the_plates_layout(tmp_path):
     assert labels(header["timeCode"]) == (10, 0, 0, 1, False)
 
 
+def test_exr_carries_the_plates_other_channels(tmp_path):
+    """Alpha, depth and an AOV of an RGBA plate with a data window ride along untouched, frame for frame."""
+    from shots.media import media_files, probe
+
+    rng = np.random.default_rng(4)
+    plates = tmp_path / "plates"
+    plates.mkdir()
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage,
+              "dataWindow": ((4, 2), (40, 30)), "displayWindow": ((0, 0), (W - 1, H - 1))}
+    stored = []
+    for n in (1001, 1002):
+        channels = {"RGBA": rng.uniform(0, 4, (29, 37, 4)).astype(np.float16),
+                    "Z": rng.uniform(1, 100, (29, 37)).astype(np.float32),
+                    "diffuse.R": rng.uniform(0, 1, (29, 37)).astype(np.float16)}
+        stored.append({k: v.copy() for k, v in channels.items()})  # the bindings turn the dict's values into Channels
+        OpenEXR.File(header, channels).write(str(plates / f"p.{n}.exr"))
+    info = probe(str(plates / "p.####.exr"))
+    assert set(info.exr.channels) == {"R", "G", "B", "A", "Z", "diffuse.R"}
+    frames = [np.zeros((H, W, 3), np.float32)] * 2
+    writer = open_writer("exr", tmp_path / "out", "sh010", 1, W, H, Fraction(24), None, plate=info,
+                         plate_files=media_files(info.path, 0, 2))
+    for f in frames:
+        writer.write(f)
+    writer.close()
+    for n, channels in zip((1001, 1002), stored):
+        with OpenEXR.File(str(tmp_path / "out" / f"sh010_void_v001.{n}.exr"), separate_channels=True) as f:
+            out = {k: np.array(c.pixels) for k, c in f.channels().items()}
+        assert set(out) == {"R", "G", "B", "A", "Z", "diffuse.R"}
+        assert np.array_equal(out["A"], channels["RGBA"][..., 3]) and out["Z"].dtype == np.float32
+        assert np.array_equal(out["Z"], channels["Z"]) and np.array_equal(out["diffuse.R"], channels["diffuse.R"])
+        assert not out["R"].any()  # the picture is the frame written, not the plate's
+
+
 @pytest.mark.parametrize("dtype, full", [(np.uint8, 255.0), (np.uint16, 65535.0)])
 def test_exr_scales_integer_frames_to_0_1(tmp_path, dtype, full):
     rng = np.random.default_rng(4)

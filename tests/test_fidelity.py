@@ -21,7 +21,7 @@ from shots.synthetic import make_scene
 from storage import manifest
 from storage.store import ArtifactStore
 from tasks.spec import DeliverySpec, IngestSpec, RunSpec
-from tests.conftest import ffmpeg_exe, write_exr_sequence
+from tests.conftest import ffmpeg_exe
 
 pytestmark = pytest.mark.slow
 FRAMES = 20
@@ -112,7 +112,11 @@ def test_exr_plate_delivers_exr_with_its_attributes(prefect_server, tmp_path):
 
     scene = make_scene("static", FRAMES, 64, 112, seed=23)
     linear = [f.astype(np.float32) / 255.0 * 2.0 for f in scene.plate]  # scene-linear, up to 2.0
-    write_exr_sequence(tmp_path / "plates", "lin", linear)
+    (tmp_path / "plates").mkdir()
+    alpha = np.linspace(0.5, 1.0, 112, dtype=np.float16)[None, :].repeat(64, axis=0)  # a matte rides along
+    for t, f in enumerate(linear):
+        OpenEXR.File({"compression": OpenEXR.PIZ_COMPRESSION, "type": OpenEXR.scanlineimage},
+                     {"RGB": f.astype(np.float16), "A": alpha.copy()}).write(str(tmp_path / "plates" / f"lin.{1001 + t}.exr"))
     qm.write_quadmask(tmp_path / "mask.mkv", scene.quadmask, 24)
     ref = otio.schema.ImageSequenceReference(target_url_base=str(tmp_path / "plates") + "/", name_prefix="lin.",
                                              name_suffix=".exr", start_frame=1001, frame_zero_padding=4, rate=24)
@@ -120,10 +124,12 @@ def test_exr_plate_delivers_exr_with_its_attributes(prefect_server, tmp_path):
     assert row["output_format"] == "exr" and row["qc_precision"] == "float" and row["qc_keep_max_diff"] == 0
     with OpenEXR.File(f"{row['output_uri']}/shexr_void_v001.1001.exr") as f:
         header = dict(f.header())
-        pixels = np.array(f.channels()["RGB"].pixels)
+        pixels = np.array(f.channels()["RGBA"].pixels)[..., :3]
+        assert np.array_equal(f.channels()["RGBA"].pixels[..., 3], alpha)
     with OpenEXR.File(str(tmp_path / "plates" / "lin.1001.exr")) as f:  # the source's own half values
-        source = np.array(f.channels()["RGB"].pixels)
+        source = np.array(f.channels()["RGBA"].pixels)[..., :3]
     assert {"chromaticities", "timeCode", "framesPerSecond", "pixelAspectRatio"} <= set(header)
+    assert header["compression"] == OpenEXR.PIZ_COMPRESSION  # the plate's, not a default
     assert header["pixelAspectRatio"] == 1.0 and header["framesPerSecond"] == Fraction(24)
     keep = _keep(tmp_path / "mask.mkv", 0)
     assert pixels.dtype == np.float16 and pixels.max() > 1.5  # scene-linear values above 1.0 kept
@@ -135,7 +141,7 @@ def test_exr_plate_delivers_exr_with_its_attributes(prefect_server, tmp_path):
                 colourspace="ACEScg")
     assert aces["colour_space"] == "ACEScg (edit)" and aces["qc_keep_max_diff"] == 0
     with OpenEXR.File(f"{aces['output_uri']}/shexr_void_v001.1001.exr") as f:
-        graded = np.array(f.channels()["RGB"].pixels)
+        graded = np.array(f.channels()["RGBA"].pixels)[..., :3]
     assert np.array_equal(graded[keep], source[keep]) and not np.array_equal(graded[~keep], pixels[~keep])
 
 
