@@ -21,17 +21,20 @@ import numpy as np  # noqa: E402
 import opentimelineio as otio  # noqa: E402
 
 from model import removal  # noqa: E402
+from model import native_fill  # noqa: E402
 from model.classical import ClassicalBackend  # noqa: E402
 from shots import conform, deliver, extract, provenance  # noqa: E402
 from shots import quadmask as qm  # noqa: E402
 from shots.deliver import ffmpeg_exe  # noqa: E402
+from shots.detail import DETAILS  # noqa: E402
 from shots.ingest import IngestOptions, ingest  # noqa: E402
 from shots.synthetic import make_scene  # noqa: E402
 from storage.store import ArtifactStore  # noqa: E402
 from tasks.shot import content_credentials  # noqa: E402
 from tasks.spec import DeliverySpec, RunSpec  # noqa: E402
 
-TIMES = {"decode": 0.0, "encode": 0.0, "removal": 0.0, "qc read-back": 0.0, "c2pa signing": 0.0}
+TIMES = {"decode": 0.0, "encode": 0.0, "removal": 0.0, "native fill": 0.0, "qc read-back": 0.0,
+         "c2pa signing": 0.0}
 
 
 def _timed_iter(fn, bucket):
@@ -91,6 +94,7 @@ def main() -> None:
     ap.add_argument("--format", default="png", choices=deliver.FORMATS)
     ap.add_argument("--qc-every", type=int, default=10, help="QC reads back the first, last and every Nth frame")
     ap.add_argument("--provenance", default="unsigned", choices=("unsigned", "off"), help="C2PA signing")
+    ap.add_argument("--detail", default="native", choices=DETAILS, help="native: the region at plate resolution")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -105,6 +109,7 @@ def main() -> None:
         deliver.ProResWriter.write = _timed_call(deliver.ProResWriter.write, "encode")
         conform._qc = _timed_call(conform._qc, "qc read-back")
         provenance.sign_version = _timed_call(provenance.sign_version, "c2pa signing")
+        native_fill.fill_native = _timed_call(native_fill.fill_native, "native fill")
         backend = ClassicalBackend()
         backend.remove = _timed_call(backend.remove, "removal")
         store = ArtifactStore(str(folder / "out"))
@@ -117,13 +122,14 @@ def main() -> None:
         t2 = time.perf_counter()
         spec = RunSpec(out=store.root, delivery=DeliverySpec(format=args.format, provenance=args.provenance))
         conform.conform_shot(prepared, {r.chunk_index: r.output_key for r in results}, store, args.format,
-                             qc_every=args.qc_every, sign=content_credentials(prepared, backend.identity, spec, args.format))
+                             qc_every=args.qc_every, sign=content_credentials(prepared, backend.identity, spec, args.format),
+                             detail=args.detail, generated=False)
         t3 = time.perf_counter()
 
     wall = t3 - t0
     other = wall - sum(TIMES.values())
     print(f"1080p shot, {args.frames} frames, ROI {prepared.roi.as_list()}, {len(prepared.chunks)} chunk(s), "
-          f"deliverable {args.format}, QC every {args.qc_every} frame(s), provenance {args.provenance}")
+          f"deliverable {args.format}, detail {args.detail}, QC every {args.qc_every} frame(s), provenance {args.provenance}")
     print(f"end to end: {wall:.1f} s = {args.frames / wall:.2f} frames/s")
     print(f"stages: prepare {t1 - t0:.1f} s, remove {t2 - t1:.1f} s, conform {t3 - t2:.1f} s")
     print(f"{'share of wall time':<22}{'seconds':>9}{'share':>8}")

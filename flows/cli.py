@@ -45,7 +45,7 @@ def _spec(out: Path, **parts):
         return RunSpec(out=str(out), ingest=given(IngestSpec, ("rate", "handles", "shots_file", "relink", "colourspace")),
                        masks=given(MaskSpec, ("segmenter", "reasoner", "sam2_dir", "allow_large_mask")),
                        backend=given(BackendSpec, ("name", "passes", "model_dir", "steps", "guidance", "model_size")),
-                       delivery=given(DeliverySpec, ("format", "qc_every", "provenance")),
+                       delivery=given(DeliverySpec, ("format", "detail", "qc_every", "provenance")),
                        **{k: parts[k] for k in ("seed", "force") if k in parts})
     except ValidationError as e:
         raise _fail(spec_error(e)) from None
@@ -136,6 +136,9 @@ def run(edit: EditArg, out: OutOpt,
         format: Annotated[str, typer.Option("--format", help="auto (follow the plate: EXR in -> EXR, 10-bit and "
                                                              "deeper -> 16-bit PNG, 8-bit -> PNG) | png | exr | "
                                                              "dpx | prores")] = "auto",
+        detail: Annotated[str, typer.Option(help="native: the removal region at plate resolution (real background "
+                                                 "where another frame reveals it); model: the backend's 384x672 "
+                                                 "output scaled up")] = "native",
         colourspace: Annotated[Optional[str], typer.Option(
             "--colourspace", help="Input colour space of untagged plates (an OCIO name, e.g. 'ACEScg', "
                                   "'Rec.1886 Rec.709 - Display'); the file's own tags win")] = None,
@@ -157,7 +160,7 @@ def run(edit: EditArg, out: OutOpt,
     """Run the batch over an edit: every flagged shot gets a new clean-plate version."""
     from flows.runner import UsageError, run_batch
 
-    spec = _spec(out, name=backend, passes=passes, format=format, rate=rate, handles=handles, seed=seed,
+    spec = _spec(out, name=backend, passes=passes, format=format, detail=detail, rate=rate, handles=handles, seed=seed,
                  force=force, steps=steps, guidance=guidance, model_size=model_size, segmenter=segmenter,
                  reasoner=reasoner, allow_large_mask=allow_large_mask, qc_every=qc_every, provenance=provenance,
                  **_paths(shots_file=shots, relink=relink, model_dir=model_dir, sam2_dir=sam2_dir,

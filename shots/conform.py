@@ -18,8 +18,10 @@ from typing import Callable, Iterator
 import numpy as np
 import opentimelineio as otio
 
+from shots import detail as native_detail
 from shots import qc
 from shots.composite import chunk_weights, composite
+from shots.detail import DetailShare
 from shots.deliver import FORMATS, LOSSY, choose_format, contact_sheet, open_writer
 from shots.extract import PreparedShot, plate_frames
 from shots.ingest import iter_video_clips, read_edit
@@ -51,10 +53,15 @@ class Deliverable:
     lossy: bool  # a lossy codec: keep pixels close to the source, not equal
     qc: qc.QcReport
     provenance: str = "off"  # content credentials on its files: signed | unsigned (test identity) | off
+    detail: str = "model"  # native: the region filled at plate resolution (shots.detail); model: scaled up
+    share: DetailShare | None = None  # where the region's pixels came from (native detail)
 
 
-def render_key(prepared: PreparedShot, chunk_output_keys: list[str], fmt: str) -> str:
-    """What decides a deliverable's pixels: the prepared shot (its inputs' content), the chunk results, the format."""
+def render_key(prepared: PreparedShot, chunk_output_keys: list[str], fmt: str, detail: str = "model") -> str:
+    """What decides a deliverable's pixels: the prepared shot (its inputs' content), the chunk results, the
+    format, and with native detail the fill's version."""
+    if detail == "native":
+        return content_key("render", prepared.work_key, sorted(chunk_output_keys), fmt, native_detail.version())
     return content_key("render", prepared.work_key, sorted(chunk_output_keys), fmt)
 
 
@@ -90,14 +97,17 @@ class _StitchedChunks:
 
 def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: ArtifactStore, fmt: str = "png",
                  progress: Callable[[float], None] | None = None, qc_every: int = 1,
-                 sign: Callable[[Path, list[Path]], str] | None = None) -> Deliverable:
+                 sign: Callable[[Path, list[Path]], str] | None = None, detail: str = "model",
+                 generated: bool = True) -> Deliverable:
     """Composite the chunk outputs into the plate, QC what was written, sign it, publish `shots/{id}/v{NNN}/`.
 
     The plate is read at its own precision and the version written at it: the backends' 8-bit display
     output comes back through the colour pipeline's inverse into the removal region only. `fmt`
-    "auto" follows the plate (`shots.deliver.choose_format`). `sign(folder, files)` adds content
-    credentials to the finished files before the version lands and returns the provenance state
-    (`shots.provenance`); None: unsigned and unmarked ("off").
+    "auto" follows the plate (`shots.deliver.choose_format`). `detail` "native" fills the region at
+    plate resolution (`shots.detail`), keeping the backend's pixels only where it `generated` them
+    and nothing was revealed. `sign(folder, files)` adds content credentials to the finished files
+    before the version lands and returns the provenance state (`shots.provenance`); None: unsigned
+    and unmarked ("off").
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown deliverable format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -111,6 +121,8 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
     stitched = _StitchedChunks(chunks, outputs, store)
     feather = feather_px(prepared)
     colour = prepared.colour
+    native = native_detail.NativeDetail(prepared, generated, progress=log.info) if detail == "native" else None
+    grow = native_detail.region_mask if native is not None else (lambda m: m)
     n = shot.frames
     sample = set(np.linspace(0, n - 1, min(CONTACT_FRAMES, n)).round().astype(int).tolist())
     pairs = []
@@ -121,7 +133,12 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
                              shot.source_timecode(), plate=info, plate_files=plate_files)
         try:
             for t, (src, mask) in enumerate(zip(plate_frames(shot, prepared.plate), prepared.mask_frames())):
-                out = composite(src, stitched.frame(t), mask[roi.slices()], roi, feather, colour.from_model)
+                mask_roi = grow(mask[roi.slices()])
+                if native is None:
+                    out = composite(src, stitched.frame(t), mask_roi, roi, feather, colour.from_model)
+                else:
+                    clean = native.clean(t, stitched.frame(t), colour.from_model, mask_roi)
+                    out = composite(src, clean, mask_roi, roi, feather, _in_plate_units)
                 writer.write(out)
                 if t in sample:  # people look at the contact sheet: display RGB through the same view
                     pairs.append((layout.FIRST_FRAME + t, colour.to_model(src), colour.to_model(out)))
@@ -131,7 +148,7 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
             writer.close()
         contact = layout.contact_sheet(shot.shot_id, version)
         contact_sheet(pairs, folder / contact)
-        report = _qc(prepared, folder / _delivered_name(shot.shot_id, version, fmt), qc_every)
+        report = _qc(prepared, folder / _delivered_name(shot.shot_id, version, fmt), qc_every, grow)
         ext = ".mov" if fmt == "prores" else f".{fmt}"
         files = sorted(f for f in folder.iterdir() if f.suffix == ext and f.name != contact)
         state = sign(folder, files) if sign is not None else "off"
@@ -140,21 +157,30 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
     output_key = layout.deliverable(shot.shot_id, version, fmt)
     log.info("shot %s: published %s (%d frames); QC on %d delivered frames: keep-region max diff %g (%s)",
              shot.shot_id, store.uri(output_key), n, report.frames_checked, report.keep_max_diff, report.precision)
+    share = native.share() if native is not None else None
+    if share is not None:
+        log.info("shot %s: region from propagated background %.0f%%, synthesized %.0f%%, generated %.0f%%",
+                 shot.shot_id, 100 * share.propagated, 100 * share.synthesized, 100 * share.generated)
     return Deliverable(shot.shot_id, version, output_key, fmt, layout.FIRST_FRAME, n, digest,
-                       f"{vkey}/{contact}", fmt in LOSSY, report, state)
+                       f"{vkey}/{contact}", fmt in LOSSY, report, state, detail, share)
+
+
+def _in_plate_units(clean: np.ndarray, dtype) -> np.ndarray:
+    """Native-detail clean frames are already in the plate's units: the composite takes them as they are."""
+    return clean
 
 
 def _delivered_name(shot_id: str, version: int, fmt: str) -> str:
     return layout.movie_file(shot_id, version) if fmt == "prores" else layout.frame_pattern(shot_id, version, fmt)
 
 
-def _qc(prepared: PreparedShot, delivered: Path, every: int) -> qc.QcReport:
-    """Read the written files back and compare their keep region with the source."""
+def _qc(prepared: PreparedShot, delivered: Path, every: int, grow=lambda m: m) -> qc.QcReport:
+    """Read the written files back and compare their keep region (outside the `grow`n mask) with the source."""
     shot = prepared.shot
     offsets = qc.frames_to_check(shot.frames, every)
     source = _frames_at(shot.media.path, shot.file_start, shot.frames, offsets, shot.media.kind == "movie")
     written = _frames_at(str(delivered), 0, shot.frames, offsets, delivered.suffix == ".mov")
-    masks = qc.pick(prepared.mask_frames(), offsets)
+    masks = (grow(m) for m in qc.pick(prepared.mask_frames(), offsets))
     return qc.check_delivery(zip(source, written, masks), prepared.roi, feather_px(prepared))
 
 

@@ -101,9 +101,11 @@ class PreparedShot:
         """The transform between the plate and the backends' 8-bit display RGB (and back)."""
         return ColourPipeline(self.plate.colour)
 
-    def mask_frames(self) -> Iterator[np.ndarray]:
-        """The shot's quadmask at source resolution, frame by frame (mattes become remove/keep)."""
-        return _mask_frames(self.mask_source, self.mask_path, self.mask_offset, self.shot.frames)
+    def mask_frames(self, start: int = 0, count: int | None = None) -> Iterator[np.ndarray]:
+        """The shot's quadmask at source resolution, frame by frame from shot frame `start` (mattes become
+        remove/keep)."""
+        count = self.shot.frames - start if count is None else count
+        return _mask_frames(self.mask_source, self.mask_path, self.mask_offset + start, count)
 
     def to_dict(self) -> dict:
         return {"shot": self.shot.to_dict(), "roi": self.roi.as_list(), "mask_source": self.mask_source,

@@ -68,6 +68,11 @@ SHOTS_SCHEMA = pa.schema(
         ("deliverable_lossy", pa.bool_()),  # a lossy codec (ProRes): keep pixels are close, not exact
         ("contact_sheet_uri", pa.string()),
         ("provenance", pa.string()),  # C2PA content credentials: signed | unsigned (untrusted test identity) | off
+        ("detail", pa.string()),  # native: the region filled at plate resolution; model: the backend's, scaled up
+        ("fill_propagated", pa.float64()),  # share of the region from real background revealed in other frames
+        ("fill_synthesized", pa.float64()),  # share never revealed, texture-synthesised at plate resolution
+        ("fill_generated", pa.float64()),  # share from the backend's model-size output (VOID's generation)
+        ("affected_region", pa.string()),  # how 127 was treated: re-simulated (VOID) | regenerated from background
         ("conform_uri", pa.string()),
         ("qc_keep_max_diff", pa.float64()),  # largest keep-region change in the DELIVERED files, source units
         ("qc_frames_checked", pa.int32()),

@@ -14,6 +14,7 @@ from model.backend import BackendIdentity
 from model.masks.pipeline import MaskResult
 from model.removal import ChunkResult, peak_rss_mb
 from shots.conform import Deliverable
+from shots.detail import DetailShare
 from shots.extract import PreparedShot
 from shots.frames import rate_str
 from shots.qc import QcReport
@@ -109,7 +110,9 @@ class ShotOutcome:
             row.update(mask_columns(self.mask, self.mask_uri))
         if self.backend is not None:
             row.update(backend=self.backend.name, backend_version=self.backend.version,
-                       weights_sha256=self.backend.weights_sha256)
+                       weights_sha256=self.backend.weights_sha256,
+                       affected_region="regenerated from background" if self.backend.name == "classical"
+                       else "re-simulated")
         if self.deliverable is not None:
             row.update(deliverable_columns(self.deliverable, store))
         return row
@@ -158,7 +161,15 @@ def deliverable_columns(d: Deliverable, store: ArtifactStore) -> dict:
     return {"version": d.version, "output_uri": store.uri(d.output_key), "output_format": d.output_format,
             "output_first_frame": d.first_frame, "output_sha256": d.sha256, "deliverable_lossy": d.lossy,
             "contact_sheet_uri": store.uri(d.contact_sheet_key), "qc_keep_max_diff": d.qc.keep_max_diff,
-            "qc_frames_checked": d.qc.frames_checked, "qc_precision": d.qc.precision, "provenance": d.provenance}
+            "qc_frames_checked": d.qc.frames_checked, "qc_precision": d.qc.precision, "provenance": d.provenance,
+            "detail": d.detail, **_share_columns(d)}
+
+
+def _share_columns(d: Deliverable) -> dict:
+    if d.share is not None:
+        return {"fill_propagated": d.share.propagated, "fill_synthesized": d.share.synthesized,
+                "fill_generated": d.share.generated}
+    return {"fill_generated": 1.0} if d.detail == "model" else {}
 
 
 def deliverable_from_row(row: dict, store: ArtifactStore) -> Deliverable:
@@ -170,4 +181,6 @@ def deliverable_from_row(row: dict, store: ArtifactStore) -> Deliverable:
                        lossy=bool(row.get("deliverable_lossy")),
                        qc=QcReport(row.get("qc_keep_max_diff") or 0.0, row.get("qc_frames_checked") or 0,
                                    row.get("qc_precision") or "8-bit code"),
-                       provenance=row.get("provenance") or "off")
+                       provenance=row.get("provenance") or "off", detail=row.get("detail") or "model",
+                       share=DetailShare(row["fill_propagated"], row["fill_synthesized"], row["fill_generated"])
+                       if row.get("fill_propagated") is not None else None)

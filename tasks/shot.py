@@ -52,7 +52,8 @@ def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResu
     shot = prepared.shot
     plate = probe(shot.media.path)
     fmt = deliver.choose_format(plate) if spec.delivery.format == "auto" else spec.delivery.format
-    key = conform.render_key(prepared, [r.output_key for r in results], fmt)
+    detail = spec.delivery.detail
+    key = conform.render_key(prepared, [r.output_key for r in results], fmt, detail)
     if not spec.force and (row := manifest.find_current(store, shot.shot_id, key)):
         get_run_logger().info("shot %s: up to date as v%03d", shot.shot_id, row["version"])
         return deliverable_from_row(row, store), key, True
@@ -61,8 +62,10 @@ def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResu
     log = get_run_logger()
     written = logged_progress(progress, lambda pct: log.info("shot %s: %d of %d frames written", shot.shot_id,
                                                              round(pct * shot.frames / 100), shot.frames))
+    backend = results[0].backend
     return conform.conform_shot(prepared, outputs, store, fmt, progress=written, qc_every=spec.delivery.qc_every,
-                                sign=content_credentials(prepared, results[0].backend, spec, fmt)), key, False
+                                sign=content_credentials(prepared, backend, spec, fmt), detail=detail,
+                                generated=backend.name != "classical"), key, False
 
 
 def content_credentials(prepared: extract.PreparedShot, backend: BackendIdentity, spec: RunSpec, fmt: str):

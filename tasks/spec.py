@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from model.masks.batch import REASONER_NAMES, SEGMENTER_NAMES
 from shots.deliver import FORMATS
+from shots.detail import DETAILS
 from shots.provenance import MODES as PROVENANCE_MODES
 from shots.frames import normalize_rate
 from shots.ingest import DEFAULT_HANDLES, IngestOptions
@@ -34,7 +35,7 @@ FLAGS = {
     "segmenter": "--segmenter", "reasoner": "--reasoner", "sam2_dir": "--sam2-dir",
     "allow_large_mask": "--allow-large-mask", "name": "--backend", "passes": "--passes",
     "model_dir": "--model-dir", "steps": "--steps", "guidance": "--guidance", "model_size": "--model-size",
-    "format": "--format", "qc_every": "--qc-every", "provenance": "--provenance", "seed": "--seed",
+    "format": "--format", "detail": "--detail", "qc_every": "--qc-every", "provenance": "--provenance", "seed": "--seed",
     "force": "--force", "dispatch": "--dispatch",
 }
 
@@ -154,6 +155,10 @@ class DeliverySpec(_Part):
 
     format: Literal[FORMATS] = Field("auto", description="auto (follow the plate: float -> EXR, deeper than 8 "
                                                          "bits -> 16-bit PNG, else PNG) | png | exr | dpx | prores")
+    detail: Literal[DETAILS] = Field("native", description="native: the removal region at plate resolution "
+                                                           "(real background carried from frames that reveal it; "
+                                                           "VOID's pixels where nothing does and where the scene "
+                                                           "changes); model: the backend's 384x672 output scaled up")
     qc_every: int = Field(10, ge=1, description="QC decodes the delivered first, last and every Nth frame (1: all)")
     provenance: Literal[PROVENANCE_MODES] = Field(
         "auto", description="C2PA content credentials: signed (studio identity from $VOIDBATCH_C2PA_CERT and "
