@@ -102,7 +102,7 @@ def main() -> None:
         shot = ingest(edit, IngestOptions(handles=0))[0]
         # instrument the library seams
         extract.read_frames = _timed_iter(extract.read_frames, "decode")
-        conform.read_frames = _timed_iter(conform.read_frames, "decode")
+        extract.read_frames_precise = _timed_iter(extract.read_frames_precise, "decode")
         extract.write_video_lossless = _timed_call(extract.write_video_lossless, "encode")
         removal.write_video_lossless = _timed_call(removal.write_video_lossless, "encode")
         deliver.SequenceWriter.write = _timed_call(deliver.SequenceWriter.write, "encode")

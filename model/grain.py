@@ -132,7 +132,8 @@ def _noise_stats(out, region, revealed, invented, to_ref, pairs):
         a = np.concatenate([p[0] for p in lag]).ravel()
         b = np.concatenate([p[1] for p in lag]).ravel()
         keep = (np.abs(a) < 4 * _mad(a)) & (np.abs(b) < 4 * _mad(b))
-        rho = float(np.corrcoef(a[keep], b[keep])[0, 1]) if keep.sum() > 256 else 0.0
+        a, b = a[keep], b[keep]
+        rho = float(np.corrcoef(a, b)[0, 1]) if len(a) > 256 and a.std() > 0 and b.std() > 0 else 0.0
         if rho > 0.1:  # Gaussian-blurred white noise: lag-1 correlation exp(-1 / (4 s^2))
             blur = math.sqrt(-1.0 / (4.0 * math.log(min(rho, 0.95))))
     return plate_cov, fill_cov, blur
