@@ -23,6 +23,7 @@ import opentimelineio as otio  # noqa: E402
 from model import removal  # noqa: E402
 from model import native_fill  # noqa: E402
 from model.classical import ClassicalBackend  # noqa: E402
+from model.native_detail import NativeDetail  # noqa: E402
 from shots import conform, deliver, extract, provenance  # noqa: E402
 from shots import quadmask as qm  # noqa: E402
 from shots.deliver import ffmpeg_exe  # noqa: E402
@@ -123,7 +124,7 @@ def main() -> None:
         spec = RunSpec(out=store.root, delivery=DeliverySpec(format=args.format, provenance=args.provenance))
         conform.conform_shot(prepared, {r.chunk_index: r.output_key for r in results}, store, args.format,
                              qc_every=args.qc_every, sign=content_credentials(prepared, backend.identity, spec, args.format),
-                             detail=args.detail, generated=False)
+                             native=NativeDetail(prepared, generated=False) if args.detail == "native" else None)
         t3 = time.perf_counter()
 
     wall = t3 - t0

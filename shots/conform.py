@@ -18,10 +18,9 @@ from typing import Callable, Iterator
 import numpy as np
 import opentimelineio as otio
 
-from shots import detail as native_detail
 from shots import qc
 from shots.composite import chunk_weights, composite
-from shots.detail import DetailShare
+from shots.detail import DetailShare, RegionFill, region_mask
 from shots.deliver import FORMATS, LOSSY, choose_format, contact_sheet, open_writer
 from shots.extract import PreparedShot, plate_frames
 from shots.ingest import iter_video_clips, read_edit
@@ -57,11 +56,11 @@ class Deliverable:
     share: DetailShare | None = None  # where the region's pixels came from (native detail)
 
 
-def render_key(prepared: PreparedShot, chunk_output_keys: list[str], fmt: str, detail: str = "model") -> str:
+def render_key(prepared: PreparedShot, chunk_output_keys: list[str], fmt: str, fill_version: str | None = None) -> str:
     """What decides a deliverable's pixels: the prepared shot (its inputs' content), the chunk results, the
     format, and with native detail the fill's version."""
-    if detail == "native":
-        return content_key("render", prepared.work_key, sorted(chunk_output_keys), fmt, native_detail.version())
+    if fill_version is not None:
+        return content_key("render", prepared.work_key, sorted(chunk_output_keys), fmt, fill_version)
     return content_key("render", prepared.work_key, sorted(chunk_output_keys), fmt)
 
 
@@ -97,15 +96,15 @@ class _StitchedChunks:
 
 def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: ArtifactStore, fmt: str = "png",
                  progress: Callable[[float], None] | None = None, qc_every: int = 1,
-                 sign: Callable[[Path, list[Path]], str] | None = None, detail: str = "model",
-                 generated: bool = True) -> Deliverable:
+                 sign: Callable[[Path, list[Path]], str] | None = None,
+                 native: RegionFill | None = None) -> Deliverable:
     """Composite the chunk outputs into the plate, QC what was written, sign it, publish `shots/{id}/v{NNN}/`.
 
     The plate is read at its own precision and the version written at it: the backends' 8-bit display
     output comes back through the colour pipeline's inverse into the removal region only. `fmt`
-    "auto" follows the plate (`shots.deliver.choose_format`). `detail` "native" fills the region at
-    plate resolution (`shots.detail`), keeping the backend's pixels only where it `generated` them
-    and nothing was revealed. `sign(folder, files)` adds content credentials to the finished files
+    "auto" follows the plate (`shots.deliver.choose_format`). `native` (native detail, `shots.detail`)
+    gives the region's clean pixels at plate resolution, the backend's output mixed in where it
+    chose; None: the backend's output scaled up. `sign(folder, files)` adds content credentials to the finished files
     before the version lands and returns the provenance state (`shots.provenance`); None: unsigned
     and unmarked ("off").
     """
@@ -121,8 +120,7 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
     stitched = _StitchedChunks(chunks, outputs, store)
     feather = feather_px(prepared)
     colour = prepared.colour
-    native = native_detail.NativeDetail(prepared, generated, progress=log.info) if detail == "native" else None
-    grow = native_detail.region_mask if native is not None else (lambda m: m)
+    grow = region_mask if native is not None else (lambda m: m)
     n = shot.frames
     sample = set(np.linspace(0, n - 1, min(CONTACT_FRAMES, n)).round().astype(int).tolist())
     pairs = []
@@ -162,7 +160,7 @@ def conform_shot(prepared: PreparedShot, outputs: dict[int, str], store: Artifac
         log.info("shot %s: region from propagated background %.0f%%, synthesized %.0f%%, generated %.0f%%",
                  shot.shot_id, 100 * share.propagated, 100 * share.synthesized, 100 * share.generated)
     return Deliverable(shot.shot_id, version, output_key, fmt, layout.FIRST_FRAME, n, digest,
-                       f"{vkey}/{contact}", fmt in LOSSY, report, state, detail, share)
+                       f"{vkey}/{contact}", fmt in LOSSY, report, state, "native" if native else "model", share)
 
 
 def _in_plate_units(clean: np.ndarray, dtype) -> np.ndarray:

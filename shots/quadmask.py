@@ -45,6 +45,17 @@ def quantize(a: np.ndarray) -> np.ndarray:
     return out
 
 
+
+def grow_remove(mask: np.ndarray, margin: int) -> np.ndarray:
+    """(H, W) bool: the region a fill regenerates: non-keep pixels plus the remove region (0, 63) grown by
+    `margin` px, so an object's anti-aliased edge goes with it."""
+    region = mask != KEEP
+    remove = (mask <= OVERLAP).view(np.uint8)
+    if margin > 0 and remove.any():
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+        region |= cv2.dilate(remove, k) > 0
+    return region
+
 def check_levels(m: np.ndarray, where: str) -> None:
     """Raise ValueError naming `where` unless `m` is uint8 holding only LEVELS values."""
     m = np.asarray(m)

@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 
 from model import removal
 from model.backend import BackendIdentity
+from model.native_detail import NativeDetail
 from model.void.files import default_cache_dir
 from shots import conform, deliver, extract, provenance
 from shots.media import probe
@@ -52,8 +53,11 @@ def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResu
     shot = prepared.shot
     plate = probe(shot.media.path)
     fmt = deliver.choose_format(plate) if spec.delivery.format == "auto" else spec.delivery.format
-    detail = spec.delivery.detail
-    key = conform.render_key(prepared, [r.output_key for r in results], fmt, detail)
+    backend = results[0].backend
+    native = None
+    if spec.delivery.detail == "native":  # the classical fill is the native fill; VOID keeps what it generates
+        native = NativeDetail(prepared, generated=backend.name != "classical", progress=get_run_logger().info)
+    key = conform.render_key(prepared, [r.output_key for r in results], fmt, native.version if native else None)
     if not spec.force and (row := manifest.find_current(store, shot.shot_id, key)):
         get_run_logger().info("shot %s: up to date as v%03d", shot.shot_id, row["version"])
         return deliverable_from_row(row, store), key, True
@@ -62,10 +66,8 @@ def conform_shot(prepared: extract.PreparedShot, results: list[removal.ChunkResu
     log = get_run_logger()
     written = logged_progress(progress, lambda pct: log.info("shot %s: %d of %d frames written", shot.shot_id,
                                                              round(pct * shot.frames / 100), shot.frames))
-    backend = results[0].backend
     return conform.conform_shot(prepared, outputs, store, fmt, progress=written, qc_every=spec.delivery.qc_every,
-                                sign=content_credentials(prepared, backend, spec, fmt), detail=detail,
-                                generated=backend.name != "classical"), key, False
+                                sign=content_credentials(prepared, backend, spec, fmt), native=native), key, False
 
 
 def content_credentials(prepared: extract.PreparedShot, backend: BackendIdentity, spec: RunSpec, fmt: str):
