@@ -24,9 +24,10 @@ Steps (`fill_native`):
    background averaged over `denoise_frames` neighbours on each side (so its grain is not frozen
    into the fill); other frames take it by the same motion, so it does not flicker.
 6. Grain: the plate's temporal noise (3x3 colour covariance and spatial correlation, from aligned
-   frame differences on keep pixels round the hole) is compared with the fill's, per kind of fill
-   (revealed: a median of a few frames; invented: frozen); the deficit is added as seeded,
-   per-frame independent grain (in a display-like encoding for float plates).
+   frame differences on keep pixels round the hole; after a subpixel warp, on the quieter half of
+   them, the rest being detail the resampling could not match) is compared with the fill's, per
+   kind of fill (revealed: a median of a few frames; invented: frozen); the deficit is added as
+   seeded, per-frame independent grain (in a display-like encoding for float plates).
 
 Everything runs at the frames' resolution, so there is no stair-stepped outline; soft edges are
 the compositor's job. Memory: the output, a uint8 guide (the input itself when uint8) and a few
@@ -46,7 +47,7 @@ from model.grain import add_grain
 from model.patch_synthesis import push_pull, synthesize
 from model.plate_values import cast, decode, encode
 
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: grain on subpixel-warped shots measured without the resampling residual
 INPAINTERS = ("patch", "fsr", "shiftmap", "telea")
 _DEFAULTS = {"samples": 3, "dense": 12, "max_features": 400, "motion": "homography", "exposure": True,
              "local": True, "flow_size": 192, "flow_min_px": 0.5, "inpaint": "patch", "patch": 7,
