@@ -46,6 +46,7 @@ from model.classical import _REMAP_WIDTH, _integer_shift, _ring, _Sampler, candi
 from model.grain import add_grain
 from model.patch_synthesis import push_pull, synthesize
 from model.plate_values import cast, decode, encode
+from shots.quadmask import grow_remove
 
 VERSION = "1.1"  # 1.1: grain on subpixel-warped shots measured without the resampling residual
 INPAINTERS = ("patch", "fsr", "shiftmap", "telea")
@@ -110,14 +111,7 @@ def version(*, margin: int = 3, grain: bool = True, **options) -> str:
 
 def fill_region(quadmask: np.ndarray, margin: int = 3) -> np.ndarray:
     """(T,H,W) bool: pixels to regenerate, i.e. non-keep plus the remove region (0, 63) grown by `margin` px."""
-    region = quadmask != 255
-    if margin > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-        for t in range(len(quadmask)):
-            remove = (quadmask[t] <= 63).view(np.uint8)
-            if remove.any():
-                region[t] |= cv2.dilate(remove, k) > 0
-    return region
+    return np.stack([grow_remove(m, margin) for m in quadmask])
 
 
 def make_guide(frames: np.ndarray) -> np.ndarray:
