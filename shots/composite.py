@@ -52,6 +52,19 @@ def resize_rgb(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(frame, (width, height), interpolation=interp)
 
 
+def area_resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 RGB resized the way VOID's reference prepares its input, which the model was trained on:
+    `torch.nn.functional.interpolate(mode="area")` of the float RGB frame (adaptive average pooling:
+    box filtering when shrinking, no aspect kept), rounded back to 8-bit codes."""
+    import torch
+
+    if frame.shape[:2] == (height, width):
+        return frame
+    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+    y = torch.nn.functional.interpolate(x, size=(height, width), mode="area")
+    return y[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
 def alpha_in_box(mask_roi: np.ndarray, feather: float) -> tuple[Box, np.ndarray] | None:
     """(box, alpha) where the feathered alpha can be non-zero, in ROI pixels; None when nothing is removed."""
     region = region_bbox(mask_roi != KEEP)
@@ -91,5 +104,5 @@ def composite(source: np.ndarray, clean_model: np.ndarray, mask_roi: np.ndarray,
 
 
 def crop_resize(frame: np.ndarray, roi: Box, size: tuple[int, int]) -> np.ndarray:
-    """The ROI of a source frame at model size (height, width), area-scaled."""
-    return resize_rgb(np.ascontiguousarray(frame[roi.slices()]), size[1], size[0])
+    """The ROI of a source frame at model size (height, width), area-scaled as the reference does."""
+    return area_resize(frame[roi.slices()], size[1], size[0])

@@ -20,7 +20,7 @@ import numpy as np
 
 from shots import quadmask as qm
 from shots.colour import ColourPipeline, InputSpace, input_space
-from shots.composite import KEEP, crop_resize, resize_rgb
+from shots.composite import KEEP, area_resize, crop_resize
 from shots.media import MediaError, media_files, probe, read_frames, read_frames_precise, write_video_lossless
 from shots.plan import Chunk, plan_chunks
 from shots.roi import MODEL_SIZE, Box, choose_roi, region_bbox
@@ -176,7 +176,7 @@ def read_inputs(shot: Shot, mask_path: str, mask_offset: int) -> Inputs:
 def inputs_key(shot: Shot, source: str, inputs: Inputs, mask_offset: int, model_size: tuple[int, int],
                colour: InputSpace) -> str:
     """The content key of a preparation: what it reads, and how (the colour transform shapes the chunks)."""
-    return content_key("prepared-shot/3", inputs.plate_sha256, shot.file_start, shot.frames, source,
+    return content_key("prepared-shot/4", inputs.plate_sha256, shot.file_start, shot.frames, source,
                        inputs.mask_sha256, mask_offset, list(model_size), colour.name)
 
 
@@ -263,16 +263,11 @@ def plate_frames(shot: Shot, plate: Plate, start: int = 0, count: int | None = N
 
 
 def model_frames(shot: Shot, plate: Plate, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """The shot's frames as the backends see them: 8-bit display RGB through the colour pipeline.
-
-    An 8-bit display-referred plate is scaled during decode (libavfilter) when `size` is given; any
-    other is read at its precision, transformed, then scaled.
-    """
-    if plate.sample == "uint8" and plate.colour.display_referred:
-        return read_frames(shot.media.path, shot.file_start, shot.frames, size=size)
+    """The shot's frames as the backends see them: 8-bit display RGB through the colour pipeline, scaled to
+    `size` (height, width) as VOID's reference scales its input (`area_resize`), not by the decoder."""
     pipeline = ColourPipeline(plate.colour)
     frames = (pipeline.to_model(f) for f in plate_frames(shot, plate))
-    return frames if size is None else (resize_rgb(f, size[1], size[0]) for f in frames)
+    return frames if size is None else (area_resize(f, size[1], size[0]) for f in frames)
 
 
 def _write_chunks(shot, chunks, plates, masks, roi, full, model_size, store, work_key, progress):

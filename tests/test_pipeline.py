@@ -20,6 +20,7 @@ from shots.roi import MODEL_SIZE, Box, choose_roi
 from shots.sample_edit import psnr
 from shots.synthetic import make_scene
 from storage.store import ArtifactStore
+from tests.conftest import shared
 
 
 def test_roi_crops_small_regions_and_keeps_aspect():
@@ -208,3 +209,28 @@ def test_one_backend_never_runs_two_chunks_at_once(small_object_plate, tmp_path)
     first.join(120)
     second.join(120)
     assert not errors and log == ["enter", "exit", "enter", "exit"]
+
+
+def test_model_input_is_resized_as_the_reference_resizes(tmp_path):
+    """VOID was trained on its reference's resize: float RGB through torch's area interpolation. The frames the
+    backends get are that, to the 8-bit code, on the 4K lime sample; the decoder's own scaler is not."""
+    import torch
+
+    from shots.extract import model_frames, read_plate
+
+    lime = shared("void_samples", "lime", "input_video.mp4")
+    tl = otio.schema.Timeline("lime")
+    tl.tracks.append(otio.schema.Track("V1"))
+    tl.tracks[0].append(otio.schema.Clip(name="lime", media_reference=otio.schema.ExternalReference(
+        target_url=str(lime)), source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, 12),
+                                                                    otio.opentime.RationalTime(2, 12))))
+    otio.adapters.write_to_file(tl, str(tmp_path / "lime.otio"))
+    shot = ingest(tmp_path / "lime.otio", IngestOptions(handles=0))[0]
+    ours = list(model_frames(shot, read_plate(shot), (384, 672)))
+    decoded = list(read_frames(str(lime), shot.file_start, 2))  # full resolution, then the reference's resize
+    for f, mine in zip(decoded, ours):
+        x = torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0
+        ref = torch.nn.functional.interpolate(x, size=(384, 672), mode="area")[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(mine.astype(np.float32) - ref).max() <= 0.5 + 1e-3
+    by_decoder = next(read_frames(str(lime), shot.file_start, 1, size=(384, 672)))  # libavfilter's area scaler
+    assert np.abs(by_decoder.astype(int) - ours[0].astype(int)).max() > 5  # what the change is about
