@@ -133,8 +133,8 @@ def main() -> int:
                 vb = voidbatch(plate, args.frames, Path(tmp) / f"vb_{name}_{size}")
                 base = plain(name, plate, args.frames, Path(tmp) / f"plain_{name}_{size}")
                 rows.append((name, f"{w}x{h}", args.frames / vb, args.frames / base))
-                print(f"  {name:6s} {w}x{h}: voidbatch {args.frames / vb:6.2f} fps, plain {args.frames / base:6.2f} fps",
-                      flush=True)
+                print(f"  {name:6s} {w}x{h}: voidbatch {args.frames / vb:6.2f} fps, "
+                      f"plain {args.frames / base:6.2f} fps", flush=True)
     print(f"\n{'plate':8s} {'size':10s} {'voidbatch fps':>14s} {'plain fps':>10s} {'ratio':>6s}")
     for name, size, vb, base in rows:
         print(f"{name:8s} {size:10s} {vb:14.2f} {base:10.2f} {vb / base:6.2f}")

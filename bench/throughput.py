@@ -123,14 +123,16 @@ def main() -> None:
         t2 = time.perf_counter()
         spec = RunSpec(out=store.root, delivery=DeliverySpec(format=args.format, provenance=args.provenance))
         conform.conform_shot(prepared, {r.chunk_index: r.output_key for r in results}, store, args.format,
-                             qc_every=args.qc_every, sign=content_credentials(prepared, backend.identity, spec, args.format),
+                             qc_every=args.qc_every,
+                             sign=content_credentials(prepared, backend.identity, spec, args.format),
                              native=NativeDetail(prepared, generated=False) if args.detail == "native" else None)
         t3 = time.perf_counter()
 
     wall = t3 - t0
     other = wall - sum(TIMES.values())
     print(f"1080p shot, {args.frames} frames, ROI {prepared.roi.as_list()}, {len(prepared.chunks)} chunk(s), "
-          f"deliverable {args.format}, detail {args.detail}, QC every {args.qc_every} frame(s), provenance {args.provenance}")
+          f"deliverable {args.format}, detail {args.detail}, QC every {args.qc_every} frame(s), "
+          f"provenance {args.provenance}")
     print(f"end to end: {wall:.1f} s = {args.frames / wall:.2f} frames/s")
     print(f"stages: prepare {t1 - t0:.1f} s, remove {t2 - t1:.1f} s, conform {t3 - t2:.1f} s")
     print(f"{'share of wall time':<22}{'seconds':>9}{'share':>8}")

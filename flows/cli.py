@@ -42,7 +42,8 @@ def _spec(out: Path, **parts):
         return cls(**{k: parts[k] for k in keys if k in parts})
 
     try:
-        return RunSpec(out=str(out), ingest=given(IngestSpec, ("rate", "handles", "shots_file", "relink", "colourspace")),
+        return RunSpec(out=str(out),
+                       ingest=given(IngestSpec, ("rate", "handles", "shots_file", "relink", "colourspace")),
                        masks=given(MaskSpec, ("segmenter", "reasoner", "sam2_dir", "allow_large_mask")),
                        backend=given(BackendSpec, ("name", "passes", "model_dir", "steps", "guidance", "model_size")),
                        delivery=given(DeliverySpec, ("format", "detail", "qc_every", "provenance")),
@@ -160,8 +161,8 @@ def run(edit: EditArg, out: OutOpt,
     """Run the batch over an edit: every flagged shot gets a new clean-plate version."""
     from flows.runner import UsageError, run_batch
 
-    spec = _spec(out, name=backend, passes=passes, format=format, detail=detail, rate=rate, handles=handles, seed=seed,
-                 force=force, steps=steps, guidance=guidance, model_size=model_size, segmenter=segmenter,
+    spec = _spec(out, name=backend, passes=passes, format=format, detail=detail, rate=rate, handles=handles,
+                 seed=seed, force=force, steps=steps, guidance=guidance, model_size=model_size, segmenter=segmenter,
                  reasoner=reasoner, allow_large_mask=allow_large_mask, qc_every=qc_every, provenance=provenance,
                  **_paths(shots_file=shots, relink=relink, model_dir=model_dir, sam2_dir=sam2_dir,
                           colourspace=colourspace))

@@ -262,13 +262,14 @@ class _Sampler:
         return got.reshape(rows * width, -1)[:n].astype(np.float32)
 
 
-def _exposure_gain(target: np.ndarray, source: np.ndarray) -> np.ndarray | None:
+def _exposure_gain(target: np.ndarray, source: np.ndarray, lo: float = 6.0, hi: float = 249.0) -> np.ndarray | None:
     """Per-channel gain that matches `source` (n,3) values to `target`, or None when ~1 or unknown.
 
     Exposure and light drift between frames would otherwise show up as a patch of another
-    brightness; the deadband keeps sources of an unchanged exposure exact.
+    brightness; the deadband keeps sources of an unchanged exposure exact. Only values in (lo, hi)
+    are trusted: away from black and clipped white (8-bit codes by default).
     """
-    ok = (target > 6) & (target < 249) & (source > 6) & (source < 249)
+    ok = (target > lo) & (target < hi) & (source > lo) & (source < hi)
     gain = np.ones(3, np.float32)
     for c in range(3):
         m = ok[:, c]

@@ -42,7 +42,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from model.classical import _REMAP_WIDTH, _integer_shift, _ring, _Sampler, candidate_offsets, estimate_motion
+from model.classical import (_REMAP_WIDTH, _exposure_gain, _integer_shift, _ring, _Sampler, candidate_offsets,
+                             estimate_motion)
 from model.grain import add_grain
 from model.patch_synthesis import push_pull, synthesize
 from model.plate_values import cast, decode, encode
@@ -227,18 +228,6 @@ def _gain_range(dtype) -> tuple[float, float]:
     return 1e-4, math.inf
 
 
-def _exposure_gain(target: np.ndarray, source: np.ndarray, lo: float, hi: float) -> np.ndarray | None:
-    """Per-channel gain matching `source` (n,3) to `target`, None when within 0.4% of 1 (exact copies stay exact)."""
-    ok = (target > lo) & (target < hi) & (source > lo) & (source < hi)
-    gain = np.ones(3, np.float32)
-    for c in range(3):
-        m = ok[:, c]
-        if m.sum() < 32:
-            return None
-        gain[c] = np.median(target[m, c] / source[m, c])
-    if np.abs(gain - 1).max() < 0.004:
-        return None
-    return np.clip(gain, 0.5, 2.0)
 
 
 def _median(stack: np.ndarray, count: np.ndarray) -> np.ndarray:

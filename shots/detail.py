@@ -15,10 +15,10 @@ full resolution (`model.native_fill`), beat any generated ones. So, per pixel of
   two meet without a seam.
 
 This module holds what the conform and QC need of it (the grown region, the windows, the shares);
-the fill itself is `model.native_detail`. The remove region grows by `margin` plate pixels first, so the object's edges do not survive. The
-shot is filled in windows of at most a memory budget's worth of ROI frames at the plate's
-precision; overlapping windows cross-fade as chunks do. The share of the region taken from each
-source is counted for the manifest.
+the fill itself is `model.native_detail`. The remove region grows by `margin` plate pixels first, so
+the object's edges do not survive. The shot is filled in windows of at most a memory budget's worth
+of ROI frames at the plate's precision; overlapping windows cross-fade as chunks do. The share of
+the region taken from each source is counted for the manifest.
 """
 from __future__ import annotations
 

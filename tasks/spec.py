@@ -31,11 +31,13 @@ DISPATCH = ("local", "deployment")
 
 # The command-line flag for each spec field, so a validation error names what the user typed.
 FLAGS = {
-    "out": "--out", "colourspace": "--colourspace", "rate": "--rate", "handles": "--handles", "shots_file": "--shots", "relink": "--relink",
+    "out": "--out", "colourspace": "--colourspace", "rate": "--rate", "handles": "--handles", "shots_file": "--shots",
+    "relink": "--relink",
     "segmenter": "--segmenter", "reasoner": "--reasoner", "sam2_dir": "--sam2-dir",
     "allow_large_mask": "--allow-large-mask", "name": "--backend", "passes": "--passes",
     "model_dir": "--model-dir", "steps": "--steps", "guidance": "--guidance", "model_size": "--model-size",
-    "format": "--format", "detail": "--detail", "qc_every": "--qc-every", "provenance": "--provenance", "seed": "--seed",
+    "format": "--format", "detail": "--detail", "qc_every": "--qc-every", "provenance": "--provenance",
+    "seed": "--seed",
     "force": "--force", "dispatch": "--dispatch",
 }
 
