@@ -326,7 +326,9 @@ def _cli(env: dict, *args: str, check: bool = True, extra: dict | None = None) -
 def _api(server, method: str, path: str, body: dict | None = None):
     import httpx
 
-    r = httpx.request(method, f"{server.api}{path}", json=body, timeout=30)
+    # A busy 2-core CI box can keep the SQLite-backed server from answering for over 30 s (a create_flow_run
+    # once timed out there); wait for the answer rather than fail on the clock.
+    r = httpx.request(method, f"{server.api}{path}", json=body, timeout=180)
     r.raise_for_status()
     return r.json() if r.content else None
 
