@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # CPU-only machines build sam2 without its CUDA extension.
 SAM2_BUILD_CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && echo 1 || echo 0)
 
-.PHONY: env demo test bench clean browser
+.PHONY: env demo test bench clean browser postgresql
 
 env: $(STAMP)
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(VENV)/bin/voidbatch demo --out demo_out
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgresql
 	$(VENV)/bin/python -m pytest -q
 
 # Debian's Chromium, for the review page's browser tests (they skip where it cannot be installed).
@@ -39,6 +39,15 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1 && \
 		echo "installed chromium for the browser tests"; } || echo "chromium not installed: browser tests will skip"
+
+# Debian's PostgreSQL, for the production topology test (a Prefect server on PostgreSQL; it skips without).
+# Only the programs: no default cluster is created or started; the test starts one of its own and removes it.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf && \
+		apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			-o Dpkg::Options::=--force-confold postgresql >/dev/null 2>&1 && \
+		echo "installed postgresql for the farm topology test"; } || echo "postgresql not installed: the farm topology test will skip"
 
 bench: $(STAMP)
 	$(PY) bench/decode.py

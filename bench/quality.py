@@ -156,7 +156,7 @@ def seam_ratio(frames: int, seed: int, grain: float) -> float:
 
     import opentimelineio as otio
 
-    from model.removal import remove_chunk
+    from model.removal import already_loaded, remove_chunk
     from shots import quadmask as qm
     from shots.conform import conform_shot
     from shots.extract import prepare_shot
@@ -180,7 +180,7 @@ def seam_ratio(frames: int, seed: int, grain: float) -> float:
         store = ArtifactStore(str(tmp / "out"))
         prepared = prepare_shot(shot, store)
         backend = get_backend("classical")
-        outs = {c.chunk.index: remove_chunk(c, backend.identity, lambda: backend, store, prepared.work_key,
+        outs = {c.chunk.index: remove_chunk(c, backend.identity, already_loaded(backend), store, prepared.work_key,
                                             shot.shot_id).output_key
                 for c in prepared.chunks}
         d = conform_shot(prepared, outs, store)

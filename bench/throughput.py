@@ -118,8 +118,9 @@ def main() -> None:
         t0 = time.perf_counter()
         prepared = extract.prepare_shot(shot, store)
         t1 = time.perf_counter()
-        results = [removal.remove_chunk(c, backend.identity, lambda: backend, store, prepared.work_key, shot.shot_id,
-                                        rate=24) for c in prepared.chunks]
+        loaded = removal.already_loaded(backend)
+        results = [removal.remove_chunk(c, backend.identity, loaded, store, prepared.work_key, shot.shot_id, rate=24)
+                   for c in prepared.chunks]
         t2 = time.perf_counter()
         spec = RunSpec(out=store.root, delivery=DeliverySpec(format=args.format, provenance=args.provenance))
         conform.conform_shot(prepared, {r.chunk_index: r.output_key for r in results}, store, args.format,

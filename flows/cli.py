@@ -47,7 +47,7 @@ def _spec(out: Path, **parts):
                        masks=given(MaskSpec, ("segmenter", "reasoner", "sam2_dir", "allow_large_mask")),
                        backend=given(BackendSpec, ("name", "passes", "model_dir", "steps", "guidance", "model_size")),
                        delivery=given(DeliverySpec, ("format", "detail", "qc_every", "provenance")),
-                       **{k: parts[k] for k in ("seed", "force") if k in parts})
+                       **{k: parts[k] for k in ("seed", "force", "dispatch", "farm") if k in parts})
     except ValidationError as e:
         raise _fail(spec_error(e)) from None
 
@@ -157,13 +157,17 @@ def run(edit: EditArg, out: OutOpt,
         qc_every: Annotated[int, typer.Option("--qc-every", help="QC reads back the first, last and every "
                                                                  "Nth delivered frame (1: all)")] = 10,
         provenance: Annotated[str, typer.Option(help="C2PA content credentials: auto | signed | unsigned | "
-                                                     "off")] = "auto"):
+                                                     "off")] = "auto",
+        farm: Annotated[Optional[str], typer.Option(
+            "--farm", help="Run the chunks on the warm GPU workers of this farm (its Dask scheduler, "
+                           "tcp://host:8786; deploy/README.md)")] = None):
     """Run the batch over an edit: every flagged shot gets a new clean-plate version."""
     from flows.runner import UsageError, run_batch
 
     spec = _spec(out, name=backend, passes=passes, format=format, detail=detail, rate=rate, handles=handles,
                  seed=seed, force=force, steps=steps, guidance=guidance, model_size=model_size, segmenter=segmenter,
                  reasoner=reasoner, allow_large_mask=allow_large_mask, qc_every=qc_every, provenance=provenance,
+                 **({"dispatch": "farm", "farm": farm} if farm else {}),
                  **_paths(shots_file=shots, relink=relink, model_dir=model_dir, sam2_dir=sam2_dir,
                           colourspace=colourspace))
     try:
@@ -172,6 +176,21 @@ def run(edit: EditArg, out: OutOpt,
         raise _fail(str(e)) from None
     _print_outcomes(batch, out, title=f"{edit.name} -> {out}")
     raise typer.Exit(_exit_code(batch))
+
+
+@app.command("farm-worker")
+def farm_worker(address: Annotated[str, typer.Argument(help="The farm's Dask scheduler: tcp://host:8786")],
+                gpu: Annotated[Optional[str], typer.Option(help="The GPU this worker owns (its CUDA_VISIBLE_DEVICES); "
+                                                                "none: the CPU")] = None,
+                name: Annotated[Optional[str], typer.Option(help="Its name on the farm (gpu-HOST-GPU)")] = None):
+    """A warm GPU worker of the farm: loads the model on its first chunk, keeps it for every chunk after."""
+    import os
+
+    from flows.farm import worker_command
+
+    argv, env = worker_command(address, gpu, name)
+    err.print(f"farm worker {argv[argv.index('--name') + 1]} -> {address}", highlight=False)
+    os.execve(argv[0], argv, env)  # the worker is this process: stop it by this PID
 
 
 @app.command()

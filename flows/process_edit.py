@@ -8,8 +8,10 @@ unfinished shots as `interrupted` on the way out; one killed outright leaves `pl
 """
 from __future__ import annotations
 
+import contextvars
 import signal
 import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +23,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import farm
 from flows.dispatch import ShotJob, dispatch_shots
 from flows.process_shot import process_shot
 from shots.shot import Shot
@@ -79,7 +82,7 @@ def process_edit(edit: Annotated[str, Field(min_length=1)], spec: RunSpec, only_
 
     Shots whose inputs, results and format match a version already delivered are reported
     `up_to_date` and get no new version, unless `spec.force`. With `spec.dispatch == "deployment"`
-    each shot is a `process-shot` run on the GPU pool.
+    each shot is a `process-shot` run on the GPU pool; with "farm" its chunks run on warm GPU workers.
     """
     edit, run_id, store = absolute(edit), run_id or new_run_id(), spec.store()
     _tag_run(edit, spec)
@@ -170,14 +173,50 @@ def _run_shots(edit: str, spec: RunSpec, shots: list[Shot], run_id: str, attempt
             record_outcome(store, outcome)  # the run recorded its own, unless it never returned: record again
             yield outcome
         return
+    if spec.dispatch == "farm":
+        yield from _run_on_farm(edit, spec, todo, run_id, attempts, store)
+        return
     for shot in todo:
         _stop_if_cancel_requested()
-        # No heartbeat of its own (the batch run's covers this process): Prefect 3.8.8 joins a flow's
-        # heartbeat thread at exit and that thread sleeps in whole seconds, so each subflow ended ~1 s late.
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            state = process_shot(edit, spec, shot.shot_id, run_id, attempts[shot.shot_id], shot=shot.to_dict(),
-                                 return_state=True)
-        yield _subflow_outcome(state, ShotJob(shot, edit, spec, run_id, attempts[shot.shot_id]), store)
+        yield _run_subflow(process_shot, edit, spec, shot, run_id, attempts, store)
+
+
+def _run_subflow(flow_, edit: str, spec: RunSpec, shot: Shot, run_id: str, attempts: dict[str, int],
+                 store: ArtifactStore) -> ShotOutcome:
+    """One shot as a subflow of the batch, and its outcome."""
+    # No heartbeat of its own (the batch run's covers this process): Prefect 3.8.8 joins a flow's
+    # heartbeat thread at exit and that thread sleeps in whole seconds, so each subflow ended ~1 s late.
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        state = flow_(edit, spec, shot.shot_id, run_id, attempts[shot.shot_id], shot=shot.to_dict(),
+                      return_state=True)
+    return _subflow_outcome(state, ShotJob(shot, edit, spec, run_id, attempts[shot.shot_id]), store)
+
+
+def _run_on_farm(edit: str, spec: RunSpec, shots: list[Shot], run_id: str, attempts: dict[str, int],
+                 store: ArtifactStore):
+    """Shots as subflows here, a few at once, their chunks on the farm's warm GPU workers; outcomes as they end.
+
+    One shot more than there are GPUs runs at a time, so a GPU finds the next shot's chunks ready
+    while a shot prepares or conforms here.
+    """
+    address = spec.farm_address
+    gpus = farm.gpu_workers(address)
+    get_run_logger().info("farm %s: %d GPU workers (%s)", address, len(gpus), ", ".join(gpus) or "none yet: chunks "
+                          "wait for one")
+    on_farm = process_shot.with_options(task_runner=farm.task_runner(address))
+    pool, running = ThreadPoolExecutor(max_workers=len(gpus) + 1, thread_name_prefix="shot"), set()
+    try:
+        for shot in shots:
+            _stop_if_cancel_requested()
+            context = contextvars.copy_context()  # the shot is a subflow of this batch run, in its thread too
+            running.add(pool.submit(context.run, _run_subflow, on_farm, edit, spec, shot, run_id, attempts, store))
+            if len(running) > len(gpus):
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in finished)
+        for future in as_completed(running):
+            yield future.result()
+    finally:  # a stopped batch does not wait here for its shots: they are recorded as interrupted
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _subflow_outcome(state, job: ShotJob, store: ArtifactStore) -> ShotOutcome:

@@ -8,6 +8,7 @@ here, so a shot that ends is accounted for even if the batch process is gone.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
@@ -15,7 +16,10 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import farm
 from model.masks.batch import needs_generated_mask
+from model.backend import PASS1_SHARE
+from model.removal import ChunkResult
 from shots.extract import NothingToRemove, ShotError
 from shots.shot import Shot
 from storage.store import ArtifactStore, DiskFull
@@ -65,10 +69,7 @@ def run_shot(edit: str, spec: RunSpec, shot: Shot, run_id: str, attempt: int, st
         if needs_generated_mask(shot):
             shot, done["mask"], done["mask_uri"] = build_mask(shot, store, spec.masks, progress.stage("mask"))
         done["prepared"] = prepared = prepare_shot(shot, store, spec, progress.stage("prepare"))
-        futures = [remove_chunk.submit(c, shot.shot_id, prepared.work_key, shot.instructions.prompt or "",
-                                       spec.backend, store, spec.seed, shot.rate, progress=p)
-                   for c, p in zip(prepared.chunks, progress.chunks(len(prepared.chunks)))]
-        done["chunks"] = tuple(f.result() for f in futures)
+        done["chunks"] = remove_chunks(prepared, spec, store, progress)
         deliverable, key, reused = conform_shot(prepared, list(done["chunks"]), store, spec, progress.stage("conform"))
     except NothingToRemove as e:
         return outcome("skipped", str(e))
@@ -78,6 +79,36 @@ def run_shot(edit: str, spec: RunSpec, shot: Shot, run_id: str, attempt: int, st
     mask = done.get("mask")
     status = "up_to_date" if reused else "degraded" if mask is not None and mask.degraded else "done"
     return outcome(status, deliverable=deliverable, content_key=key)
+
+
+def remove_chunks(prepared, spec: RunSpec, store: ArtifactStore, progress: ShotProgress) -> tuple[ChunkResult, ...]:
+    """Every chunk through the backend, at once on the flow's task runner (threads here, GPUs on a farm).
+
+    A two-pass backend runs every chunk's pass 1 before any pass 2: the worker holding them swaps
+    the transformer's weights twice per shot, not twice per chunk. On a farm each chunk holds one
+    GPU, and progress moves as chunks come back (a callback cannot travel to another machine).
+    """
+    shot, farm_address = prepared.shot, spec.farm_address
+    bars = progress.chunks(len(prepared.chunks))
+    phases = ((1, 0.0, PASS1_SHARE), (2, PASS1_SHARE, 1.0)) if spec.backend.passes == 2 else ((None, 0.0, 1.0),)
+    results: dict[int | None, list[ChunkResult]] = {}
+    for phase, lo, hi in phases:
+        with farm.on_a_gpu(phase) if farm_address else contextlib.nullcontext():
+            futures = [remove_chunk.submit(c, shot.shot_id, prepared.work_key, shot.instructions.prompt or "",
+                                           spec.backend, store, spec.seed, shot.rate, phase=phase,
+                                           progress=None if farm_address else _within(bar, lo, hi))
+                       for c, bar in zip(prepared.chunks, bars)]
+        results[phase] = []
+        for bar in bars:  # a future is let go once read: a lost farm worker's finished chunks are not redone
+            results[phase].append(futures.pop(0).result())
+            bar(hi)
+    if spec.backend.passes == 2:
+        return tuple(second.with_pass1(first) for first, second in zip(results[1], results[2]))
+    return tuple(results[None])
+
+
+def _within(bar, lo: float, hi: float):
+    return lambda fraction: bar(lo + (hi - lo) * fraction)
 
 
 def _failure(shot: Shot, e: Exception, store: ArtifactStore) -> str:

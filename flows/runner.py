@@ -1,7 +1,7 @@
 """Running flows from the command line: checks before anything starts, progress bars, outcomes back.
 
 `preflight` finds what is wrong before a shot starts (an unreadable edit, a bad shot list, an
-output folder that cannot be written or is busy) and raises `UsageError` with one line naming
+output folder that cannot be written or is busy, a farm that does not answer) and raises `UsageError` with one line naming
 the file or the option: the CLI exits 2 on it. Flows run in this process against `prefect_api`.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Callable
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flows import farm
 from flows.embedded import prefect_api
 from flows.process_edit import BatchOutcome, new_run_id, process_edit
 from shots import ingest, sidecar
@@ -34,6 +35,11 @@ def preflight(edit: str, spec: RunSpec) -> None:
             sidecar.read_from_file(spec.ingest.shots_file)
     except (ingest.EditError, sidecar.SidecarError) as e:
         raise UsageError(str(e)) from None
+    if spec.farm_address:
+        try:
+            farm.gpu_workers(spec.farm_address, timeout=10)
+        except farm.FarmError as e:
+            raise UsageError(f"--farm: {e}") from None
     check_writable(spec)
 
 

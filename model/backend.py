@@ -20,6 +20,7 @@ import numpy as np
 from model.registry import BACKENDS
 
 QUADMASK_VALUES = (0, 63, 127, 255)
+PASS1_SHARE = 0.45  # of a two-pass chunk's progress (and time, roughly) that is its first pass
 KEEP = 255
 
 _VALID = np.zeros(256, bool)
@@ -91,6 +92,10 @@ class TwoPassBackend(RemovalBackend, Protocol):
 
     def remove_two_pass(self, request: RemovalRequest, progress: Callable[[float], None] | None = None):
         """(pass1, pass2) frames, each (T,H,W,3) uint8 with keep pixels exact."""
+        ...
+
+    def remove_pass1(self, request: RemovalRequest, progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """Pass 1 alone (a worker runs its chunks' first passes before their second: fewer weight swaps)."""
         ...
 
     def remove_pass2(self, request: RemovalRequest, pass1_frames: np.ndarray,

@@ -109,6 +109,10 @@ CHUNKS_SCHEMA = pa.schema(
         ("finished_at", TS),
         ("seconds", pa.float64()),
         ("peak_rss_mb", pa.float64()),
+        ("model_load_s", pa.float64()),  # loading the backend for this pass; 0 when the worker already held it
+        ("weights_swaps", pa.int32()),  # weight sets copied into the model for this pass (two-pass VOID)
+        ("weights_swap_s", pa.float64()),
+        ("worker", pa.string()),  # host:pid:device it ran on
     ]
 )
 

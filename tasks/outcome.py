@@ -127,16 +127,27 @@ class ShotOutcome:
             c = inputs[r.chunk_index]
             base = {"run_id": self.run_id, "shot_id": self.shot.shot_id, "chunk_index": r.chunk_index,
                     "attempt": self.attempt, "start": c.chunk.start, "end": c.chunk.end,
-                    "padded_to": c.chunk.padded_to, "status": "done", "seed": r.seed, "cached": r.cached,
-                    "plate_uri": store.uri(c.plate_key), "mask_uri": store.uri(c.mask_key),
-                    "started_at": r.started_at, "finished_at": r.finished_at}
+                    "padded_to": c.chunk.padded_to, "status": "done", "seed": r.seed,
+                    "plate_uri": store.uri(c.plate_key), "mask_uri": store.uri(c.mask_key)}
             if r.backend.pass1 is not None:
-                rows.append({**base, "pass_index": 1, "backend": r.backend.pass1.name,
+                # run in phases, pass 1 has a result of its own; run in one call, pass 2's row holds the costs
+                first = {**_run_columns(r.pass1), "content_key": r.pass1.content_key} if r.pass1 \
+                    else _run_columns(r, timing=False)
+                rows.append({**base, **first, "pass_index": 1, "backend": r.backend.pass1.name,
                              "backend_version": r.backend.pass1.version, "output_uri": store.uri(r.pass1_output_key)})
-            rows.append({**base, "pass_index": 2 if r.backend.pass1 is not None else 1, "backend": r.backend.name,
-                         "backend_version": r.backend.version, "content_key": r.content_key,
-                         "output_uri": store.uri(r.output_key), "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb})
+            rows.append({**base, **_run_columns(r), "pass_index": 2 if r.backend.pass1 is not None else 1,
+                         "backend": r.backend.name, "backend_version": r.backend.version,
+                         "content_key": r.content_key, "output_uri": store.uri(r.output_key)})
         return rows
+
+
+def _run_columns(r: ChunkResult, timing: bool = True) -> dict:
+    """Where and how a chunk's pass ran: cached, times, and what it cost in loads and weight swaps."""
+    columns = {"cached": r.cached, "started_at": r.started_at, "finished_at": r.finished_at, "worker": r.worker}
+    if timing:
+        columns.update(seconds=r.seconds, peak_rss_mb=r.peak_rss_mb, model_load_s=r.model_load_s,
+                       weights_swaps=r.weights_swaps, weights_swap_s=r.weights_swap_s)
+    return columns
 
 
 def mask_columns(mask: MaskResult, mask_uri: str | None) -> dict:

@@ -27,7 +27,8 @@ from shots.ingest import DEFAULT_HANDLES, IngestOptions
 from storage.store import ArtifactStore
 
 MODEL_SIZE = "384x672"  # VOID is trained at 384x672 (height x width)
-DISPATCH = ("local", "deployment")
+DISPATCH = ("local", "deployment", "farm")
+FARM_ENV = "VOIDBATCH_FARM"  # the farm's Dask scheduler, for batches that named none
 
 # The command-line flag for each spec field, so a validation error names what the user typed.
 FLAGS = {
@@ -38,7 +39,7 @@ FLAGS = {
     "model_dir": "--model-dir", "steps": "--steps", "guidance": "--guidance", "model_size": "--model-size",
     "format": "--format", "detail": "--detail", "qc_every": "--qc-every", "provenance": "--provenance",
     "seed": "--seed",
-    "force": "--force", "dispatch": "--dispatch",
+    "force": "--force", "dispatch": "--dispatch", "farm": "--farm",
 }
 
 
@@ -180,11 +181,26 @@ class RunSpec(_Part):
     seed: int = Field(0, description="Base seed; each chunk's seed derives from shot id and chunk")
     force: bool = Field(False, description="Render a new version even when one is up to date")
     dispatch: Literal[DISPATCH] = Field("local", description="local: shots run in this flow run; deployment: "
-                                                             "each shot is a process-shot run on the GPU pool")
+                                                             "each shot is a process-shot run on the GPU pool; "
+                                                             "farm: shots run here, chunks on warm GPU workers")
+    farm: str | None = Field(None, description="With dispatch=farm: the Dask scheduler of the warm GPU workers "
+                                               f"(tcp://host:8786); default ${FARM_ENV} where the batch runs")
     shot_timeout: float | None = Field(None, gt=0, description="With dispatch=deployment: seconds to wait for "
                                                                 "the shots (None: no limit)")
 
     _paths = field_validator("out")(lambda v: absolute(v))
+
+    @model_validator(mode="after")
+    def _farm_needs_a_scheduler(self):
+        if self.dispatch == "farm" and not (self.farm or os.environ.get(FARM_ENV)):
+            raise ValueError(f"--farm: dispatch=farm needs the farm's Dask scheduler (tcp://host:8786), or "
+                             f"{FARM_ENV} set where the batch runs")
+        return self
+
+    @property
+    def farm_address(self) -> str | None:
+        """The farm's scheduler with dispatch=farm (the spec's, else this machine's ${FARM_ENV})."""
+        return (self.farm or os.environ.get(FARM_ENV)) if self.dispatch == "farm" else None
 
     def store(self, create: bool = True) -> ArtifactStore:
         """The run's one store (build it once per process and pass it down)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -81,6 +82,13 @@ def test_bad_input_before_any_shot_exits_2_naming_it(tmp_path, edit):
     res = voidbatch("run", str(edit), "--out", out, "--backend", "void")
     assert res.returncode == 2
     one_line_error(res, "--model-dir")
+
+    with socket.socket() as s:  # a port nothing listens on: no farm there
+        s.bind(("127.0.0.1", 0))
+        nobody = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    res = voidbatch("run", str(edit), "--out", out, "--farm", nobody)
+    assert res.returncode == 2
+    one_line_error(res, "--farm", f"no Dask scheduler answers at {nobody}", "voidbatch farm-worker")
     assert not Path(out).exists()  # nothing was started, nothing was written
 
 

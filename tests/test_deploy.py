@@ -9,13 +9,10 @@ one version per shot, the `process-shot` deployment through `flows.dispatch.disp
 """
 from __future__ import annotations
 
-import contextlib
 import http.server
 import inspect
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,8 +24,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.services import PREFECT, Proc, alive, prefect_server, wait_for
 
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 TEMPLATE = ROOT / "deploy" / "k8s-job-template.json"
 
 
@@ -183,76 +180,6 @@ def test_process_shot_takes_the_pool_model_dir(monkeypatch):
 
 
 # -- slow: the recipe against a real server -------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    """All descendants of `pid` (from /proc), deepest last."""
-    parents: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-class _Proc:
-    """A background process we started, stopped by PID with everything it started (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, args: list[str], env: dict, log: Path, cwd: Path = ROOT):
-        self.log = log
-        self._log = open(log, "wb")
-        self.popen = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-
-    def kill_hard(self) -> list[int]:
-        """SIGKILL it and every descendant at once, like a host losing power; returns the PIDs killed."""
-        pids = [self.popen.pid] + _children(self.popen.pid)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.popen.wait(30)
-        return pids
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.popen.poll() is None:
-            family = [self.popen.pid] + _children(self.popen.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass  # workers ignore SIGTERM for a long time (see reference): SIGKILL below
-            for pid in family + _children(self.popen.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(30)
-        self._log.close()
-
-    def tail(self, n: int = 3000) -> str:
-        return self.log.read_bytes()[-n:].decode(errors="replace")
-
-
 class _Webhook:
     """A loopback HTTP endpoint that keeps what is POSTed to it."""
 
@@ -279,40 +206,11 @@ class _Webhook:
         self.thread.join(10)
 
 
-def _wait(what: str, predicate, timeout: float, every: float = 0.5, on_timeout=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{on_timeout()}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`prefect server start` on a free loopback port with its own PREFECT_HOME; stopped by PID."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VOIDBATCH_"))}
-    env = {**base, "PREFECT_HOME": str(home), "PREFECT_API_URL": api, "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
-           "PREFECT_SERVER_UI_API_URL": api}
-    proc = _Proc([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env,
-                  home / "server.log")
-    try:
-        import httpx
-
-        def healthy():
-            assert proc.popen.poll() is None, proc.tail()
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{api}/health", timeout=2).status_code == 200
-
-        _wait("the Prefect server", healthy, 180, on_timeout=proc.tail)
-        yield SimpleNamespace(api=api, env=env, home=home, proc=proc)
-    finally:
-        proc.stop()
+    """`prefect server start` on a free loopback port with its own PREFECT_HOME (SQLite); stopped by PID."""
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as server:
+        yield server
 
 
 def _cli(env: dict, *args: str, check: bool = True, extra: dict | None = None) -> str:
@@ -337,18 +235,18 @@ def _flow_run(server, run_id: str) -> dict:
     return _api(server, "GET", f"/flow_runs/{run_id}")
 
 
-def _final(server, run_id: str, timeout: float, worker: _Proc) -> dict:
+def _final(server, run_id: str, timeout: float, worker: Proc) -> dict:
     def done():
         run = _flow_run(server, run_id)
         return run if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
-    return _wait(f"flow run {run_id} to finish", done, timeout, every=1.0, on_timeout=worker.tail)
+    return wait_for(f"flow run {run_id} to finish", done, timeout, every=1.0, on_timeout=worker.tail)
 
 
-def _start_worker(server, pool: str, name: str, tmp: Path) -> _Proc:
+def _start_worker(server, pool: str, name: str, tmp: Path) -> Proc:
     env = {**server.env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
            "VOIDBATCH_ROOT": str(ROOT)}  # the pull step's directory, resolved on the worker at run time
-    return _Proc([PREFECT, "worker", "start", "--pool", pool, "--name", name, "--limit", "2"], env,
+    return Proc([PREFECT, "worker", "start", "--pool", pool, "--name", name, "--limit", "2"], env,
                  tmp / f"{name}.log")
 
 
@@ -372,7 +270,7 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
     edit, samples = small_edit
     out = tmp_path / "out"
     env = server.env
-    procs: list[_Proc] = []
+    procs: list[Proc] = []
     hook = _Webhook()
     t0 = time.monotonic()
     timings = {}
@@ -414,13 +312,13 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
         procs.append(worker)
         batch = _api(server, "POST", f"/deployments/{deps['process-edit']['id']}/create_flow_run", {})
         running_chunks = {"task_runs": {"name": {"like_": "remove-sh020"}, "state": {"type": {"any_": ["RUNNING"]}}}}
-        _wait("sh020's chunks to run", lambda: _api(server, "POST", "/task_runs/filter", running_chunks), 240,
+        wait_for("sh020's chunks to run", lambda: _api(server, "POST", "/task_runs/filter", running_chunks), 240,
               on_timeout=worker.tail)
         time.sleep(1.0)
         killed = worker.kill_hard()
         timings["killed_at"] = time.monotonic() - t0
         assert len(killed) >= 2  # the worker and the flow run process it started
-        _wait("the killed processes to be gone", lambda: not [p for p in killed if _alive(p)], 60)  # SIGKILL is async
+        wait_for("the killed processes to be gone", lambda: not [p for p in killed if alive(p)], 60)  # SIGKILL is async
         time.sleep(2.0)
         assert _flow_run(server, batch["id"])["state"]["type"] == "RUNNING"  # a zombie: nobody reports for it
         store = ArtifactStore(str(out))
@@ -513,7 +411,7 @@ def test_studio_recipe_on_a_real_server(server, small_edit, tmp_path):
         assert _versions(out, "sh030") == ["v001"] and _versions(out, "sh010") == ["v001"]
 
         # the failure automation posted the crash and the failure of the nightly batch
-        texts = _wait("failure notifications", lambda: len(hook.received) >= 2 and hook.received, 60)
+        texts = wait_for("failure notifications", lambda: len(hook.received) >= 2 and hook.received, 60)
         alerts = [json.loads(t)["text"] for t in texts]
         assert any("Crashed" in a and "worker host lost" in a for a in alerts), alerts
         assert any("Failed" in a and "sh030" in a and "/runs/flow-run/" in a for a in alerts), alerts

@@ -326,23 +326,40 @@ def test_masks_from_clicks_reviewed_then_reused(prefect_server, tmp_path):
 
 
 def test_flow_two_passes_with_tiny_void_model(prefect_server, tmp_path):
-    """--passes 2 on a 230-frame (two-chunk) shot: both passes per chunk in the manifest, pass 1 kept."""
+    """--passes 2 on two two-chunk shots: both passes per chunk in the manifest, pass 1 kept; the model loads
+    once for the batch and the transformer swaps weights at most twice per shot (all first passes first)."""
     from flows.process_edit import process_edit
     from model.void.tiny import write_tiny_model
+    from tasks.removal import WARM
 
     model_dir = write_tiny_model(tmp_path / "tiny_void")
-    edit, _ = write_sample_edit(tmp_path / "e", height=64, width=112, shots=(("sh750", "pan", 230, 5),))
+    edit, _ = write_sample_edit(tmp_path / "e", height=64, width=112,
+                                shots=(("sh750", "pan", 230, 5), ("sh760", "static", 205, 5)))
     out = tmp_path / "out"
+    loads = WARM.loads
     state = process_edit(str(edit), spec(out, BackendSpec(name="void", model_dir=str(model_dir), steps=1, passes=2,
                                                           model_size="64x112")), return_state=True)
     assert state.is_completed(), state.message
-    row = manifest.read_shots(ArtifactStore(str(out)))[0]
+    assert WARM.loads == loads + 1  # one load for the whole batch
+    rows = {r["shot_id"]: r for r in manifest.read_shots(ArtifactStore(str(out)))}
+    row = rows["sh750"]
     assert row["status"] == "done" and row["passes"] == 2 and "pass2" in row["backend_version"]
     chunks = manifest.read_chunks(ArtifactStore(str(out)))
-    assert sorted((c["chunk_index"], c["pass_index"]) for c in chunks) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert sorted((c["shot_id"], c["chunk_index"], c["pass_index"]) for c in chunks) == [
+        (s, i, p) for s in ("sh750", "sh760") for i in (0, 1) for p in (1, 2)]
     for c in chunks:
         assert Path(c["output_uri"]).is_file()
-    p1 = {c["chunk_index"]: c for c in chunks if c["pass_index"] == 1}
+        assert c["seconds"] > 0 and c["worker"].endswith(":cpu") and not c["cached"]
+    p1 = {c["chunk_index"]: c for c in chunks if c["pass_index"] == 1 and c["shot_id"] == "sh750"}
     assert p1[0]["backend"] == "void" and "pass2" not in p1[0]["backend_version"]
+    assert [c["shot_id"] for c in chunks if c["model_load_s"] > 0] == ["sh750"]  # the first pass that ran loaded it
+    for shot in ("sh750", "sh760"):
+        swaps = [c["weights_swaps"] for c in chunks if c["shot_id"] == shot]
+        assert 1 <= sum(swaps) <= 2, (shot, swaps)  # one chunk at a time would swap 2 x chunks - 1 times
+        assert sum(c["weights_swap_s"] for c in chunks if c["shot_id"] == shot) > 0
+    for shot in ("sh750", "sh760"):  # every pass 1 of the shot ended before its first pass 2 began
+        ends = [c["finished_at"] for c in chunks if c["shot_id"] == shot and c["pass_index"] == 1]
+        starts = [c["started_at"] for c in chunks if c["shot_id"] == shot and c["pass_index"] == 2]
+        assert max(ends) <= min(starts)
     frames, _ = _seq_frames(out, row)
     assert len(frames) == 230

@@ -8,7 +8,7 @@ import opentimelineio as otio
 import pytest
 
 from model.classical import ClassicalBackend
-from model.removal import chunk_seed, remove_chunk
+from model.removal import already_loaded, chunk_seed, remove_chunk
 from shots import quadmask as qm
 from shots.composite import chunk_weights, composite, feather_alpha
 from shots.conform import conform_shot
@@ -95,8 +95,8 @@ def test_pipeline_on_roi_crop(small_object_plate, tmp_path):
     assert not roi.is_full(1280, 720) and roi.width >= 672  # cropped at full resolution, not squeezed
     assert roi.x0 > 400 and roi.x1 == 1280  # around the action on the right
     backend = ClassicalBackend()
-    results = [remove_chunk(c, backend.identity, lambda: backend, store, prepared.work_key, shot.shot_id, rate=24)
-               for c in prepared.chunks]
+    results = [remove_chunk(c, backend.identity, already_loaded(backend), store, prepared.work_key, shot.shot_id,
+                            rate=24) for c in prepared.chunks]
 
     def never_loaded():
         raise AssertionError("a stored result must be reused without loading the backend")
@@ -193,8 +193,8 @@ def test_one_backend_never_runs_two_chunks_at_once(small_object_plate, tmp_path)
 
     def run(seed):
         try:
-            remove_chunk(chunk, backend.identity, lambda: backend, store, "work/x", shot.shot_id, base_seed=seed,
-                         rate=24)
+            remove_chunk(chunk, backend.identity, already_loaded(backend), store, "work/x", shot.shot_id,
+                         base_seed=seed, rate=24)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 

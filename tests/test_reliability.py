@@ -197,3 +197,20 @@ def test_a_rerun_keeps_its_batch_spec_dispatch_included():
     morning = fixed_spec(night, relink="relinked", shots_file=None)
     assert morning.dispatch == "deployment" and morning.backend == night.backend and morning.delivery == night.delivery
     assert morning.ingest.relink == os.path.abspath("relinked") and morning.ingest.shots_file is None
+
+
+def test_a_farm_batch_names_its_scheduler_or_is_refused_naming_farm(monkeypatch):
+    from pydantic import ValidationError
+
+    from flows.rerun_failed import fixed_spec
+    from tasks.spec import FARM_ENV, spec_error
+
+    monkeypatch.delenv(FARM_ENV, raising=False)
+    with pytest.raises(ValidationError) as refused:
+        RunSpec(out="/jobs/cut", dispatch="farm")
+    assert spec_error(refused.value).startswith("--farm: dispatch=farm needs the farm's Dask scheduler")
+    night = RunSpec(out="/jobs/cut", dispatch="farm", farm="tcp://farm:8786")
+    assert night.farm_address == "tcp://farm:8786" and RunSpec(out="/jobs/cut").farm_address is None
+    assert fixed_spec(night, relink=None, shots_file=None).farm_address == "tcp://farm:8786"  # the rerun keeps it
+    monkeypatch.setenv(FARM_ENV, "tcp://site-farm:8786")  # the CPU worker's own farm, for specs that name none
+    assert RunSpec(out="/jobs/cut", dispatch="farm").farm_address == "tcp://site-farm:8786"

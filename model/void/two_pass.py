@@ -28,7 +28,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from model.backend import BackendIdentity, RemovalRequest
+from model.backend import PASS1_SHARE, BackendIdentity, RemovalRequest
 from model.void.backend import VoidBackend, mirror_indices
 from model.void.files import PASS1_WEIGHTS, default_cache_dir, file_sha256, resolve_model_dir, weights_file
 from model.void.flow import raft_weights_path
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 # Bump when a code change alters pass 2's output for the same request and weights (it is part of `version`).
 PASS2_REVISION = 1
-PASS1_SHARE = 0.45  # of the progress range, for `remove_two_pass`
 
 
 def two_pass_identity(pass1: BackendIdentity, pass2_sha256: str, steps: int, guidance: float,
@@ -121,7 +120,6 @@ class VoidTwoPassBackend(VoidBackend):
         self.pipeline2 = VoidPass2Pipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae,
                                            transformer=pipe.transformer,
                                            scheduler=load_pass2_scheduler(root / "scheduler"))
-        self.pipeline2._execution_device_override = pipe._execution_device_override
         self.pipeline2.set_progress_bar_config(disable=True)
         if noise_cache is None:
             noise_cache = Path(cache_dir or default_cache_dir()) / "void-pass2"
@@ -130,6 +128,7 @@ class VoidTwoPassBackend(VoidBackend):
                                               cache_flow=cache_flow, sha_cache_dir=cache_dir)
         self.model.prompts.get_many([self.pass2_negative_prompt])  # before any chunk, like pass 1's warm-up
         self._active = "pass1"
+        self.weights_swaps, self.weights_swap_s = 0, 0.0  # since load: what the scheduler saves shows here
         self.last_info: dict = {}  # last chunk: swap/pass/flow/warp seconds, cache hits (logs, manifests, benches)
 
         self.identity = two_pass_identity(self.identity, self.pass2_sha256, self.pass2_steps, self.pass2_guidance,
@@ -172,6 +171,8 @@ class VoidTwoPassBackend(VoidBackend):
                                           self.pass1_weights if which == "pass1" else self.pass2_weights)
         self._active = which
         seconds = time.perf_counter() - t0
+        self.weights_swaps += 1
+        self.weights_swap_s += seconds
         log.info("transformer now holds %s weights (%.2f s)", which, seconds)
         return seconds
 
