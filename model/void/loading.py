@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -35,12 +35,13 @@ class VoidPass1:
     device: torch.device
     dtype: torch.dtype
     mode: str
-    offload: "object | None" = field(default=None, repr=False)
 
     def release_device_memory(self) -> None:
-        """After a chunk in an offload mode: move whatever is still resident back to the CPU."""
-        if self.offload is not None:
-            self.offload.offload_all()
+        """After a chunk in model-offload mode: move whatever is still resident back to the CPU."""
+        if self.mode == "model_offload":
+            from model.void.offload import release
+
+            release(self.pipeline)
 
 
 def check_memory_mode(mode: str) -> None:
@@ -74,7 +75,7 @@ def load_void_pass1(model_dir: str | os.PathLike, mode: str = "full", device: st
     - `model_offload`: components live on the CPU and move to the device whole while they run; T5 is loaded
       only to encode prompts not yet cached and dropped before the transformer is used.
     - `sequential_offload`: weights move layer by layer (lowest VRAM, slowest); T5 too.
-    (Both offload modes are `model.void.offload`'s hooks: diffusers' own need accelerate, absent here.)
+    (Both offload modes are diffusers' and accelerate's own, as the reference's: `model.void.offload`.)
     `warm_prompts` are encoded before the transformer is loaded (e.g. the negative prompt).
     """
     from model.void.pipeline_void import VoidPass1Pipeline
@@ -102,15 +103,14 @@ def load_void_pass1(model_dir: str | os.PathLike, mode: str = "full", device: st
     pipe = VoidPass1Pipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                              scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
-    offload = None
     if mode == "model_offload":
-        from model.void.offload import ModelOffload
+        from model.void.offload import model_offload
 
-        offload = ModelOffload(pipe, device)
+        model_offload(pipe, device)
     elif mode == "sequential_offload":
-        from model.void.offload import SequentialOffload
+        from model.void.offload import sequential_offload
 
-        offload = SequentialOffload({"transformer": transformer, "vae": vae}, device, pipe)
+        sequential_offload({"transformer": transformer, "vae": vae}, device)
     return VoidPass1(pipeline=pipe, prompts=prompts, model_dir=root, weights_sha256=sha,
                      add_noise_in_inpaint_model=info.add_noise_in_inpaint_model, device=device, dtype=dtype,
-                     mode=mode, offload=offload)
+                     mode=mode)

@@ -1,114 +1,55 @@
-"""CPU offload without accelerate: the reference's `model_cpu_offload` and `sequential_cpu_offload` (section 2.4).
+"""CPU offload through accelerate, as VOID's reference does it (section 2.4): diffusers' own two modes.
 
-diffusers' `enable_model_cpu_offload()` / `enable_sequential_cpu_offload()` need accelerate, and so does its
-group offloading (`send_to_device`); this project's environment does not ship accelerate. The same two
-behaviours, with plain forward hooks:
-- `ModelOffload`: each component (text encoder, transformer, VAE) lives on the CPU and moves to the
-  execution device, whole, when it is about to run; the component that ran before moves back. Peak device
-  memory is the largest component plus activations (the transformer, about 11 GB in bf16) instead of all
-  of them (about 21 GB).
-- `SequentialOffload`: layer by layer (lowest memory, slowest).
-Both tell the pipeline where to run through `_execution_device_override`.
+- `model_offload(pipe, device)`: diffusers' `enable_model_cpu_offload`: each component (transformer,
+  VAE; T5 is handled by `PromptEmbeddings`) lives on the CPU and moves to the device whole when it
+  is about to run; the one that ran before moves back. Peak device memory is the transformer plus
+  activations (about 11 GB of bf16 weights) instead of every component (about 21 GB).
+- `sequential_offload(modules, device)`: accelerate's `cpu_offload` per module: the weights stay in CPU
+  memory (the hooks' weights map) and each layer's weights go to the device for its forward only
+  (lowest memory, slowest).
+`release(pipe)` after a chunk moves whatever is still resident back to the CPU. The pass-2 weight
+swap writes into `live_weights(module)`: the parameters, or, for a sequentially offloaded module
+(whose parameters are meta tensors), the CPU tensors accelerate holds for them.
 """
 from __future__ import annotations
 
 import torch
 
 
-class _Hooks:
-    """Forward hooks on modules that compute on `device`, taken off together."""
-
-    def __init__(self, device: torch.device | str):
-        self.device = torch.device(device)
-        self._handles = []
-
-    def remove(self, pipe=None) -> None:
-        """Take every hook off (and, given `pipe`, let it choose its device again)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        if pipe is not None:
-            pipe._execution_device_override = None
+def model_offload(pipe, device: torch.device | str) -> None:
+    """Components to `device` one at a time while they run, back to the CPU after (diffusers + accelerate)."""
+    pipe.enable_model_cpu_offload(device=device)
 
 
-class ModelOffload(_Hooks):
-    """Install model-level offload hooks on `pipe`'s components; `device` is where they run."""
+def sequential_offload(modules: dict[str, torch.nn.Module | None], device: torch.device | str) -> None:
+    """Layer-by-layer offload of each module (accelerate's `cpu_offload`), for GPUs too small for the transformer."""
+    from accelerate import cpu_offload
 
-    def __init__(self, pipe, device: torch.device | str, components=("text_encoder", "transformer", "vae")):
-        super().__init__(device)
-        self._resident: torch.nn.Module | None = None
-        self._modules: list[torch.nn.Module] = []
-        for name in components:
-            module = getattr(pipe, name, None)
-            if not isinstance(module, torch.nn.Module):
-                continue
-            module.to("cpu")
-            self._modules.append(module)
-            # The VAE runs through encode()/decode(), not forward(): hook its direct children instead.
-            entry_points = list(module.children()) if name == "vae" else [module]
-            for entry in entry_points:
-                self._handles.append(entry.register_forward_pre_hook(self._make_hook(module)))
-        pipe._execution_device_override = self.device
-
-    def _make_hook(self, component: torch.nn.Module):
-        def hook(_module, _args):
-            self.onload(component)
-
-        return hook
-
-    def onload(self, component: torch.nn.Module) -> None:
-        if self._resident is component:
-            return
-        if self._resident is not None:
-            self._resident.to("cpu")
-        component.to(self.device)
-        self._resident = component
-
-    def offload_all(self) -> None:
-        if self._resident is not None:
-            self._resident.to("cpu")
-            self._resident = None
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+    for module in modules.values():
+        if module is not None:
+            cpu_offload(module, execution_device=torch.device(device), offload_buffers=True)
 
 
-class SequentialOffload(_Hooks):
-    """Layer-by-layer CPU offload without accelerate (the reference's `sequential_cpu_offload`).
+def release(pipe) -> None:
+    """After a chunk in model-offload mode: nothing stays on the device (a no-op without offload hooks)."""
+    pipe.maybe_free_model_hooks()
 
-    Every module that owns weights gets them moved to `device` right before its forward and back to the CPU
-    right after, so device memory holds one layer's weights plus activations. Slow (every weight crosses
-    PCIe every call), for GPUs too small for the transformer.
+
+def live_weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Name -> the tensor that really holds each weight of `module` (sharing storage: writes change the model).
+
+    A sequentially offloaded module holds meta tensors; its weights live in accelerate's weights map.
     """
-
-    def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device | str, pipe=None):
-        super().__init__(device)
-        for module in modules.values():
-            if module is None:
-                continue
-            module.to("cpu")
-            for sub in module.modules():
-                if any(p is not None for p in sub._parameters.values()) or any(
-                        b is not None for b in sub._buffers.values()):
-                    self._handles.append(sub.register_forward_pre_hook(self._onload))
-                    self._handles.append(sub.register_forward_hook(self._offload))
-        if pipe is not None:
-            pipe._execution_device_override = self.device
-
-    def _onload(self, module, _args):
-        _move_own_tensors(module, self.device)
-
-    def _offload(self, module, _args, _output):
-        _move_own_tensors(module, torch.device("cpu"))
-
-    def offload_all(self) -> None:
-        """Nothing stays resident between calls."""
-
-
-def _move_own_tensors(module: torch.nn.Module, device: torch.device) -> None:
-    """Move only `module`'s own parameters and buffers (not its children's), keeping Parameter identity."""
-    for param in module._parameters.values():
-        if param is not None and param.device != device:
-            param.data = param.data.to(device)
-    for name, buf in module._buffers.items():
-        if buf is not None and buf.device != device:
-            module._buffers[name] = buf.to(device)
+    state = module.state_dict()
+    offloaded = {}
+    for sub in module.modules():
+        weights_map = getattr(getattr(sub, "_hf_hook", None), "weights_map", None)
+        if weights_map is not None:
+            offloaded = getattr(weights_map, "dataset", weights_map)
+            break
+    live = {name: offloaded.get(name, tensor) if tensor.is_meta else tensor for name, tensor in state.items()}
+    missing = [name for name, tensor in live.items() if tensor.is_meta]
+    if missing:
+        raise RuntimeError(f"{len(missing)} weights of {type(module).__name__} are only meta tensors "
+                           f"(e.g. {missing[0]}): cannot write into them")
+    return live

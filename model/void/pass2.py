@@ -71,8 +71,10 @@ def load_transformer_weights_in_place(transformer: torch.nn.Module, weights: str
     """
     from safetensors import safe_open
 
+    from model.void.offload import live_weights
+
     weights = Path(weights)
-    state = transformer.state_dict()  # tensors sharing storage with the live parameters
+    state = live_weights(transformer)  # tensors sharing storage with the live parameters (or offloaded weights)
     expected = {k: tuple(v.shape) for k, v in state.items()}
     with safe_open(str(weights), framework="pt", device="cpu") as f:
         problems = checkpoint_mismatch(f, expected)

@@ -181,15 +181,6 @@ class VoidPass1Pipeline(DiffusionPipeline):
             self.vae.config.temporal_compression_ratio if getattr(self, "vae", None) else 4
         )
         self.vae_scaling_factor_image = self.vae.config.scaling_factor if getattr(self, "vae", None) else 0.7
-        self._execution_device_override: torch.device | None = None
-
-    @property
-    def _execution_device(self) -> torch.device:
-        # `model/void/offload.py` keeps weights on the CPU between uses without accelerate hooks; it names the
-        # device the work runs on here. Otherwise diffusers decides (accelerate or group-offload hooks).
-        if self._execution_device_override is not None:
-            return self._execution_device_override
-        return super()._execution_device
 
     # --- step 1 -------------------------------------------------------------------------------------------
     def check_inputs(

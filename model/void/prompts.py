@@ -66,11 +66,11 @@ class PromptEmbeddings:
         if self._text_encoder is None:
             self._tokenizer = load_tokenizer(self.model_dir / "tokenizer")
             if self.sequential_offload:
-                from model.void.offload import SequentialOffload
+                from model.void.offload import sequential_offload
 
                 self._text_encoder = load_text_encoder(self.model_dir / "text_encoder", self.dtype,
                                                        torch.device("cpu"))
-                SequentialOffload({"text_encoder": self._text_encoder}, self.device)
+                sequential_offload({"text_encoder": self._text_encoder}, self.device)
             else:
                 self._text_encoder = load_text_encoder(self.model_dir / "text_encoder", self.dtype, self.device)
         return self._tokenizer, self._text_encoder
