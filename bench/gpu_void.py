@@ -18,6 +18,11 @@ Modes, side by side:
 Window positions are this pipeline's (end-anchored last window) in every mode; the reference's short tail
 window costs the same number of calls.
 
+Then 5 one-chunk shots (--warm-shots) through one warm worker (`model.removal.WarmBackend`, what a farm
+worker keeps): the model loads for the first shot only (`model_load_s` 0 after), beside what a process
+per shot would pay (the first load again for every shot). The load here builds random weights on the
+device; a real worker also reads VOID's weights from disk, so its saving is larger.
+
 With --pass2, after the pass-1 modes it times VOID pass 2 per chunk in the fast setup (model.void.pass2):
 the in-place weight swap from a safetensors file (this bench writes the random weights to a temp file
 once), RAFT-large flow between consecutive frames at 384x672 (random weights, 12 iterations), the noise
@@ -49,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffusers import CogVideoXTransformer3DModel, DDIMScheduler  # noqa: E402
 
-from model.void.offload import ModelOffload  # noqa: E402
+from model.void.offload import model_offload  # noqa: E402
 from model.void.pipeline_void import VoidPass1Pipeline, temporal_windows  # noqa: E402
 from model.void.tiny import SCHEDULER_CONFIG, TRANSFORMER_CONFIG, VAE_CONFIG  # noqa: E402
 from model.void.vae import AutoencoderKLVoid  # noqa: E402
@@ -246,10 +251,11 @@ def bench_mode(pipe, mode, frames, height, width, steps, device, dtype, flops_ca
 def set_mode(pipe, mode, device, state):
     """Switch the pipeline into `mode` (modes run in order: reference, fast, fast-compile)."""
     if mode == "reference":
-        state["offload"] = ModelOffload(pipe, device)
+        model_offload(pipe, device)  # diffusers' enable_model_cpu_offload, as the reference calls it
+        state["offload"] = True
         return
-    if state.get("offload") is not None:
-        state.pop("offload").remove(pipe)
+    if state.pop("offload", None):
+        pipe.remove_all_hooks()
         pipe.to(device)
     if not state.get("fused"):
         pipe.transformer.fuse_qkv_projections()
@@ -258,6 +264,24 @@ def set_mode(pipe, mode, device, state):
         for block in pipe.transformer.transformer_blocks:
             block.compile()
         state["compiled"] = True
+
+
+def bench_warm_worker(shots: int, frames: int, height: int, width: int, steps: int, device, dtype,
+                      full: bool) -> tuple[list[dict], int]:
+    """(per-shot model_load_s and chunk seconds, loads) for `shots` one-chunk shots through one warm worker."""
+    from model.removal import WarmBackend
+
+    warm, rows = WarmBackend(), []
+    video, mask = inputs(frames, height, width)
+    for shot in range(shots):
+        pipe, load_s = warm.get(("void", str(device), str(dtype)), lambda: build(full, device, dtype))
+        embeds = torch.randn(1, TEXT_TOKENS, pipe.transformer.config.text_embed_dim,
+                             generator=torch.Generator().manual_seed(shot)).to(device, dtype)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        chunk_s = run_once(pipe, video, mask, embeds, steps, True, device)
+        rows.append({"shot": shot, "model_load_s": round(load_s, 3), "chunk_s": round(chunk_s, 3)})
+    return rows, warm.loads
 
 
 def bench_pass2(pipe, frames: int, height: int, width: int, steps: int, device, dtype, weights_file: Path,
@@ -276,7 +300,6 @@ def bench_pass2(pipe, frames: int, height: int, width: int, steps: int, device, 
 
     pipe2 = VoidPass2Pipeline(None, None, pipe.vae, pipe.transformer, CogVideoXDDIMScheduler.from_config(
         SCHEDULER_CONFIG))
-    pipe2._execution_device_override = pipe._execution_device_override
     pipe2.set_progress_bar_config(disable=True)
     sync()
     t0 = time.perf_counter()
@@ -326,6 +349,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50 on CUDA, 4 on CPU)")
     parser.add_argument("--modes", nargs="+", default=None, choices=["reference", "fast", "fast-compile"])
     parser.add_argument("--pass2", action="store_true", help="also time VOID pass 2 (fast setup)")
+    parser.add_argument("--warm-shots", type=int, default=5, help="one-chunk shots through one warm worker (0: skip)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -367,6 +391,16 @@ def main(argv=None) -> int:
                                            r.seconds_per_chunk, r.transformer_s_per_step,
                                            r.peak_vram_gib if r.peak_vram_gib is not None else "n/a",
                                            f"{r.flops_per_step:.3g}", f"{r.mfu:.1%}" if r.mfu is not None else "n/a"]))
+    warm = []
+    if args.warm_shots:
+        frames = args.frames[0]
+        print(f"\nwarm worker: {args.warm_shots} one-chunk shots of {frames} frames, fast setup, one process:")
+        warm, loads = bench_warm_worker(args.warm_shots, frames, height, width, steps, device, dtype, cuda)
+        for r in warm:
+            print(f"  shot {r['shot']}: model_load_s {r['model_load_s']:.2f}, chunk {r['chunk_s']:.2f} s", flush=True)
+        first_load, chunks = warm[0]["model_load_s"], sum(r["chunk_s"] for r in warm)
+        print(f"  loads: {loads} for {len(warm)} shots; GPU seconds warm {first_load + chunks:.1f}, a process per "
+              f"shot {len(warm) * first_load + chunks:.1f} (the first load again for each shot)")
     pass2 = []
     if args.pass2:
         import tempfile
@@ -390,7 +424,8 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "cuda": cuda,
                                          "gpu": torch.cuda.get_device_name(device) if cuda else None,
-                                         "results": [asdict(r) for r in results], "pass2": pass2}, indent=2))
+                                         "results": [asdict(r) for r in results], "warm_worker": warm, "pass2": pass2},
+                                        indent=2))
     return 0
 
 
