@@ -44,7 +44,7 @@ def _flow_of(entrypoint: str):
 
 def test_prefect_yaml_deployments():
     doc = _prefect_yaml()
-    assert doc["name"] == "voidbatch" and doc["prefect-version"] == "3.8.8"
+    assert doc["name"] == "voidbatch" and doc["prefect-version"] == "3.9.1"
     assert set(doc["definitions"]["work_pools"]) == {"cpu_pool", "a100_pool"}
     assert doc["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $VOIDBATCH_ROOT }}"}}]
     deps = {d["name"]: d for d in doc["deployments"]}
