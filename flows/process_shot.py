@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from dataclasses import replace
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed
@@ -103,7 +104,7 @@ def remove_chunks(prepared, spec: RunSpec, store: ArtifactStore, progress: ShotP
             results[phase].append(futures.pop(0).result())
             bar(hi)
     if spec.backend.passes == 2:
-        return tuple(second.with_pass1(first) for first, second in zip(results[1], results[2]))
+        return tuple(replace(second, pass1=first) for first, second in zip(results[1], results[2]))
     return tuple(results[None])
 
 

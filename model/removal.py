@@ -20,7 +20,7 @@ import resource
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -70,10 +70,6 @@ class ChunkResult:
     weights_swap_s: float = 0.0
     worker: str = ""  # where it ran: host:pid:device
     pass1: ChunkResult | None = None  # a two-pass chunk run in phases: its first phase's own result
-
-    def with_pass1(self, first: ChunkResult) -> ChunkResult:
-        """This second-phase result with its first phase's, for the chunk's pass-1 manifest row."""
-        return replace(self, pass1=first)
 
 
 class WarmBackend:
@@ -158,8 +154,8 @@ def remove_chunk(chunk: ChunkInput, identity: BackendIdentity, backend: Callable
             log.info("shot %s chunk %d: %s on %d frames", shot_id, index, identity.name, len(frames))
             swaps, swap_s = _swaps(loaded)
             output = _run(loaded, request, store, p1_key, rate, progress, pass1_only=phase == 1)
-            costs["weights_swaps"] = _swaps(loaded)[0] - swaps
-            costs["weights_swap_s"] = _swaps(loaded)[1] - swap_s
+            swaps_after, swap_s_after = _swaps(loaded)
+            costs["weights_swaps"], costs["weights_swap_s"] = swaps_after - swaps, swap_s_after - swap_s
     except Exception as e:
         c = chunk.chunk
         raise RemovalError(f"shot {shot_id}: chunk {c.index} (frames {c.start}-{c.end - 1}) failed in the "
