@@ -16,8 +16,16 @@ Measured inside the region (quadmask != 255), per frame and then averaged over f
   (1: moves like the plate; gt flick is the truth's own value in code values);
 - texture: mean squared Laplacian (grayscale) over the region, output / truth (under 1: smoothed; far
   over 1: invented detail, e.g. Telea's streaks on a smooth plate);
+- seam: mean gradient magnitude (grayscale Sobel) on the outline of the grown region, 1 px each side,
+  output / truth (1: the fill meets its surround as the plate does; above 1: an outline shows);
 - keep diff: largest abs difference to the input outside the remove region grown by the product's
   margin (`shots.detail.region_mask`, what QC measures; the contract says 0).
+
+Generated plates carry grain drawn afresh every frame (GRAIN), which no other frame can predict: a
+fill of a hole pixel that does not see that frame's own grain there is off by at least its variance.
+So their PSNR has a ceiling (printed per clip); where a target asks for more than the ceiling, the
+report says so (the temporal median of a locked-off grainy plate sits ~0.3 dB under it, so "+1 dB
+over the median" cannot be met there by any method).
 
 Methods take (frames, quadmask) and return filled frames; METHODS maps name -> callable, so another
 one is a single line (or --method-module MODULE:FUNC for an external fill):
@@ -30,7 +38,7 @@ one is a single line (or --method-module MODULE:FUNC for an external fill):
 
 Targets, for --candidate (default native, the product's fill): moving intruder, beat the temporal median by
 >= 1 dB on locked-off and drifting cameras and >= 8 dB on pans; still intruder, beat Telea by >= 2 dB
-with flicker <= 1.5x the truth's; texture ratio >= 0.9 on every clip; keep region exact.
+with flicker <= 1.5x the truth's; texture ratio >= 0.9 on every clip; keep region exact; seam ratio <= 1.25.
 
 Usage (from the repo root): .venv/bin/python bench/quality_real.py [--quick] [--frames 48] [--frames-4k 16]
     [--clips 'ball-*,gen-*'] [--methods telea,median,classical@native] [--candidate classical@native]
@@ -81,6 +89,7 @@ MEDIAN_MARGIN_DB = {"locked": 1.0, "drift": 1.0, "pan": 8.0}  # moving intruder:
 STILL_MARGIN_DB = 2.0  # still intruder: over Telea
 STILL_FLICKER_MAX = 1.5  # still intruder: flicker ratio at most this
 TEXTURE_MIN = 0.9
+SEAM_MAX = 1.25  # outline gradient over the truth's: above it an outline of the removed object shows
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -201,6 +210,7 @@ class Clip:
     truth: np.ndarray  # (T,H,W,3) uint8
     frames: np.ndarray  # (T,H,W,3) uint8: truth with intruder and shadow
     quadmask: np.ndarray  # (T,H,W) uint8: 0 object, 127 shadow, 255 keep
+    ceiling_db: float | None = None  # best PSNR any fill can reach (generated plates: their fresh grain)
 
     @property
     def size(self) -> str:
@@ -395,7 +405,17 @@ def build_clip(spec: ClipSpec, root: Path, seed: int) -> Clip | str:
     for t in range(T):
         keep = quadmask[t] == KEEP
         assert (frames[t][keep] == truth[t][keep]).all(), "the intruder leaked outside its quadmask"
-    return Clip(spec, truth, frames, quadmask)
+    ceiling = noise_ceiling_db(GRAIN) if spec.plate == "generated" else None
+    return Clip(spec, truth, frames, quadmask, ceiling)
+
+
+def noise_ceiling_db(grain: float) -> float:
+    """PSNR (dB) of a fill whose only error is the truth's own per-frame grain (std `grain`) and its rounding.
+
+    That grain is independent of every other frame and of the frame's pixels outside the hole, so no
+    fill can predict it: its variance, plus rounding to whole codes (1/12), is the least mean squared error.
+    """
+    return 10 * math.log10(255.0**2 / (grain**2 + 1.0 / 12.0))
 
 
 # --------------------------------------------------------------------------- metrics
@@ -430,6 +450,27 @@ def _mean_step(x: np.ndarray, hole: np.ndarray) -> float:
             box = _bbox(m, 0)
             steps.append(float(cv2.absdiff(x[t][box], x[t - 1][box])[m[box]].mean()))
     return float(np.mean(steps)) if steps else 0.0
+
+
+def seam_ratio(out: np.ndarray, truth: np.ndarray, quadmask: np.ndarray) -> float:
+    """Mean Sobel gradient magnitude on the grown region's outline (1 px each side), output / truth."""
+    k3 = np.ones((3, 3), np.uint8)
+    got = want = 0.0
+    for t in range(len(out)):
+        region = (region_mask(quadmask[t]) != KEEP).view(np.uint8)
+        if not region.any():
+            continue
+        outline = cv2.dilate(region, k3) > cv2.erode(region, k3)
+        box = _bbox(outline, 2)
+        line = outline[box]
+        for img, acc in ((out[t], "got"), (truth[t], "want")):
+            g = cv2.cvtColor(img[box], cv2.COLOR_RGB2GRAY).astype(np.float32)
+            mag = float(np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))[line].mean())
+            if acc == "got":
+                got += mag
+            else:
+                want += mag
+    return got / want if want > 0 else math.inf
 
 
 def camera_shift(truth: np.ndarray) -> tuple[float, float]:
@@ -467,6 +508,7 @@ def measure(out: np.ndarray, clip: Clip) -> dict:
     return {
         "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "texture": float(np.mean(tex)),
         "flicker": step_out / step_gt if step_gt > 0 else math.inf, "gt_flicker": step_gt, "keep_diff": keep_diff,
+        "seam": seam_ratio(out, clip.truth, clip.quadmask), "ceiling": clip.ceiling_db,
     }
 
 
@@ -475,13 +517,13 @@ def measure(out: np.ndarray, clip: Clip) -> dict:
 def print_table(rows: list[dict]) -> None:
     mw = max(16, *(len(r["method"]) for r in rows))
     head = (f"{'clip':<20} {'camera':<6} {'intruder':<8} {'size':<13} {'method':<{mw}} {'PSNR':>6} {'SSIM':>6} "
-            f"{'flicker':>7} {'gt flick':>8} {'texture':>7} {'keep':>4} {'s':>6}")
+            f"{'flicker':>7} {'gt flick':>8} {'texture':>7} {'seam':>5} {'keep':>4} {'s':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['clip']:<20} {r['camera']:<6} {r['intruder']:<8} {r['size']:<13} {r['method']:<{mw}} "
               f"{r['psnr']:>6.2f} {r['ssim']:>6.4f} {r['flicker']:>7.2f} {r['gt_flicker']:>8.2f} "
-              f"{r['texture']:>7.3f} {r['keep_diff']:>4d} {r['seconds']:>6.1f}")
+              f"{r['texture']:>7.3f} {r['seam']:>5.2f} {r['keep_diff']:>4d} {r['seconds']:>6.1f}")
 
 
 def check_targets(rows: list[dict], candidate: str) -> list[str]:
@@ -503,16 +545,27 @@ def check_targets(rows: list[dict], candidate: str) -> list[str]:
             need, base = MEDIAN_MARGIN_DB[c["camera"]], got["median"]
             gain = c["psnr"] - base["psnr"]
             report(gain >= need, f"{clip}: {c['psnr']:.2f} dB vs median {base['psnr']:.2f} dB = {gain:+.2f} dB "
-                                 f"(need >= +{need:g})")
+                                 f"(need >= +{need:g}){_beyond_ceiling(c, base['psnr'] + need)}")
         else:
             base = got["telea"]
             gain = c["psnr"] - base["psnr"]
             report(gain >= STILL_MARGIN_DB and c["flicker"] <= STILL_FLICKER_MAX,
                    f"{clip}: {c['psnr']:.2f} dB vs telea {base['psnr']:.2f} dB = {gain:+.2f} dB "
-                   f"(need >= +{STILL_MARGIN_DB:g}), flicker {c['flicker']:.2f}x truth (need <= {STILL_FLICKER_MAX:g})")
+                   f"(need >= +{STILL_MARGIN_DB:g}), flicker {c['flicker']:.2f}x truth (need <= {STILL_FLICKER_MAX:g})"
+                   f"{_beyond_ceiling(c, base['psnr'] + STILL_MARGIN_DB)}")
         report(c["texture"] >= TEXTURE_MIN, f"{clip}: texture ratio {c['texture']:.3f} (need >= {TEXTURE_MIN:g})")
+        report(c["seam"] <= SEAM_MAX, f"{clip}: seam {c['seam']:.2f}x the truth's outline gradient "
+                                      f"(need <= {SEAM_MAX:g})")
         report(c["keep_diff"] == 0, f"{clip}: keep region max abs diff {c['keep_diff']} (need 0)")
     return missed
+
+
+def _beyond_ceiling(row: dict, needed_db: float) -> str:
+    """A note when `needed_db` is above the clip's PSNR ceiling: no method can meet that target there."""
+    ceiling = row.get("ceiling")
+    if ceiling is None or needed_db <= ceiling:
+        return ""
+    return f"; unattainable: it asks {needed_db:.2f} dB, above the clip's ceiling of {ceiling:.2f} dB (its fresh grain)"
 
 
 def main(argv=None) -> int:
@@ -560,8 +613,9 @@ def main(argv=None) -> int:
             print(f"skipping {spec.name}: {clip}")
             continue
         dx, dy = camera_shift(clip.truth)
+        ceiling = "" if clip.ceiling_db is None else f"; PSNR ceiling {clip.ceiling_db:.2f} dB (fresh grain)"
         print(f"{spec.name}: built {clip.size} in {time.perf_counter() - t0:.1f} s; background moves "
-              f"({dx:+.1f}, {dy:+.1f}) px first to last frame", file=sys.stderr, flush=True)
+              f"({dx:+.1f}, {dy:+.1f}) px first to last frame{ceiling}", file=sys.stderr, flush=True)
         for name in names:
             t0 = time.perf_counter()
             out = methods[name](clip.frames, clip.quadmask)
@@ -576,7 +630,8 @@ def main(argv=None) -> int:
         return 1
     print_table(rows)
     missed = check_targets(rows, args.candidate)
-    return verdict(missed, "beats median/Telea by the margins, still flicker <= 1.5x, texture >= 0.9, keep exact")
+    return verdict(missed, "beats median/Telea by the margins, still flicker <= 1.5x, texture >= 0.9, seams <= 1.25x, "
+                           "keep exact")
 
 
 if __name__ == "__main__":
