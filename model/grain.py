@@ -170,8 +170,18 @@ def _quietest(d: np.ndarray, where: np.ndarray, share: float = 0.5, radius: int 
     return ok & (loc <= np.quantile(loc[ok], share))
 
 
+_MAD_FLOOR = 0.5  # display-like code values: the least spread a difference of whole codes is given
+
+
 def _mad(x: np.ndarray) -> float:
-    return 1.4826 * float(np.median(np.abs(x - np.median(x)))) + 1e-6
+    """Robust spread (MAD scaled to a Gaussian's std), at least `_MAD_FLOOR`.
+
+    A compressed plate repeats most blocks exactly from frame to frame: over half its differences are
+    exactly 0, the MAD is 0, and a 4-MAD cut would throw away every difference that is not, so the
+    plate would measure no noise at all and its fill would be left frozen (flicker 0.37x the truth's
+    on the ball sample, measured before this floor).
+    """
+    return max(1.4826 * float(np.median(np.abs(x - np.median(x)))), _MAD_FLOOR)
 
 
 def _robust_cov(d: np.ndarray) -> np.ndarray:

@@ -49,7 +49,8 @@ from model.patch_synthesis import push_pull, synthesize
 from model.plate_values import cast, decode, encode
 from shots.quadmask import grow_remove
 
-VERSION = "1.1"  # 1.1: grain on subpixel-warped shots measured without the resampling residual
+VERSION = "1.2"  # 1.1: grain on subpixel-warped shots measured without the resampling residual;
+# 1.2: grain measured on plates whose frames mostly repeat exactly, invented detail at its surround's energy
 INPAINTERS = ("patch", "fsr", "shiftmap", "telea")
 _DEFAULTS = {"samples": 3, "dense": 12, "max_features": 400, "motion": "homography", "exposure": True,
              "local": True, "flow_size": 192, "flow_min_px": 0.5, "inpaint": "patch", "patch": 7,

@@ -13,6 +13,10 @@ import numpy as np
 
 _PCA_DIMS = 12
 _DETAIL_SIGMA = 3.0
+_FINE_SIGMA = 1.0  # the fine-detail band whose energy the fill is matched to its surround's in
+_SURROUND_PX = 7  # how far outside the hole that surround reaches
+_FINE_GAIN_MAX = 2.0  # at most this much amplitude added back: the rest is the hole not being like its surround
+_FINE_RAMP_PX = 3.0  # the gain rises from 1 at the outline to full this far inside: no edge at the seam
 
 
 def synthesize(native: np.ndarray, work: np.ndarray, hole: np.ndarray, patch: int,
@@ -66,9 +70,36 @@ def synthesize(native: np.ndarray, work: np.ndarray, hole: np.ndarray, patch: in
             est[hl] = _vote(img, hl, grid_y, grid_x, weights, r)
         nnf = (grid_y, grid_x)
     out = native.copy()
-    out = native.copy()
     out[hole] = _render(native, hole, nnf, weights, r)
+    _match_fine_detail(out, hole)
     return out
+
+
+def _match_fine_detail(img: np.ndarray, hole: np.ndarray) -> None:
+    """Scale the hole's fine-detail band of `img` (in place) up to the energy of the band just outside it.
+
+    Exemplar search favours smooth sources (a smooth estimate matches them best) and voting averages
+    what is left: the invented fill had 0.55-0.66 of the truth's fine-detail energy on real and
+    generated plates and read as a soft patch. The surround `_SURROUND_PX` px outside the hole is the
+    best known guide to what belongs inside; the gain is capped (`_FINE_GAIN_MAX`) and ramps in from
+    the outline, so the seam does not change.
+    """
+    k = 2 * _SURROUND_PX + 1
+    surround = (cv2.dilate(hole.view(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~hole
+    inner = cv2.erode(hole.view(np.uint8), np.ones((5, 5), np.uint8)) > 0  # the band's reach stays inside
+    if not surround.any() or not inner.any():
+        return
+    depth = cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 3)[hole]
+    ramp = np.clip((depth - 0.5) / _FINE_RAMP_PX, 0.0, 1.0)[:, None]
+    total = 1.0
+    for _ in range(3):  # the band of a scaled band is not the scaled band: measure again, twice more
+        fine = img - cv2.GaussianBlur(img, (0, 0), _FINE_SIGMA)
+        want, have = float(np.mean(fine[surround] ** 2)), float(np.mean(fine[inner] ** 2))
+        if have <= 1e-12 or want <= 1.02 * have or total >= _FINE_GAIN_MAX:
+            return
+        gain = min(_FINE_GAIN_MAX / total, (want / have) ** 0.5)
+        img[hole] += (gain - 1.0) * ramp * fine[hole]
+        total *= gain
 
 
 def _render(native: np.ndarray, hole: np.ndarray, nnf, weights: np.ndarray, r: int) -> np.ndarray:
