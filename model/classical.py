@@ -229,8 +229,10 @@ class _Sampler:
 
     Sampling exactly the needed points (cv2.remap on a 1xN map) costs nothing for pixels that are
     not needed. Whole-pixel shifts are read by indexing, so a locked-off or integer-pan source is
-    copied bit-exactly; other positions use bicubic interpolation.
+    copied bit-exactly; other positions use `interpolation` (bicubic here).
     """
+
+    interpolation = cv2.INTER_CUBIC
 
     def __init__(self, M: np.ndarray, xs: np.ndarray, ys: np.ndarray, H: int, W: int):
         M = M / M[2, 2]
@@ -258,7 +260,7 @@ class _Sampler:
         pad = rows * width - n
         um = np.pad(u, (0, pad)).reshape(rows, width)
         vm = np.pad(v, (0, pad)).reshape(rows, width)
-        got = cv2.remap(img, um, vm, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        got = cv2.remap(img, um, vm, self.interpolation, borderMode=cv2.BORDER_REPLICATE)
         return got.reshape(rows * width, -1)[:n].astype(np.float32)
 
 

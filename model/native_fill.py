@@ -18,7 +18,7 @@ Steps (`fill_native`):
    more; a probe of a few pairs first decides whether the chunk needs it at all.
 4. Temporal fill: each hole pixel takes the median of the `samples` nearest-in-time frames whose
    (warped) pixel is keep there, gain-matched per channel on a ring around the hole. Whole-pixel
-   shifts copy exactly; others are bicubic. These pixels are `revealed`.
+   shifts copy exactly; others Lanczos-4. These pixels are `revealed`.
 5. Invention: what no frame shows is completed ONCE, in the frame that lacks the most, by
    multi-scale exemplar synthesis (PatchMatch + voting, Wexler et al. 2007) from that frame's
    background averaged over `denoise_frames` neighbours on each side (so its grain is not frozen
@@ -49,13 +49,15 @@ from model.patch_synthesis import push_pull, synthesize
 from model.plate_values import cast, decode, encode
 from shots.quadmask import grow_remove
 
-VERSION = "1.2"  # 1.1: grain on subpixel-warped shots measured without the resampling residual;
-# 1.2: grain measured on plates whose frames mostly repeat exactly, invented detail at its surround's energy
+VERSION = "1.3"  # 1.1: grain on subpixel-warped shots measured without the resampling residual;
+# 1.2: grain measured on plates whose frames mostly repeat exactly, invented detail at its surround's energy;
+# 1.3: subpixel samples read with Lanczos-4
 INPAINTERS = ("patch", "fsr", "shiftmap", "telea")
 _DEFAULTS = {"samples": 3, "dense": 12, "max_features": 400, "motion": "homography", "exposure": True,
              "local": True, "flow_size": 192, "flow_min_px": 0.5, "inpaint": "patch", "patch": 7,
              "denoise_frames": 4, "seed": 0}
 _DTYPES = (np.uint8, np.uint16, np.float32)
+_LANCZOS_REACH = 4  # px a subpixel sample reads around its position
 _QUAD_OK = np.zeros(256, bool)
 _QUAD_OK[[0, 63, 127, 255]] = True
 
@@ -244,7 +246,15 @@ def _median(stack: np.ndarray, count: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- sampling with local motion
 
 class _PointSampler(_Sampler):
-    """classical's sampler, plus a per-point displacement (in target px) applied before the homography."""
+    """classical's sampler, plus a per-point displacement (in target px) applied before the homography.
+
+    Subpixel positions are read with Lanczos-4, not bicubic: bicubic keeps less of the plate's finest
+    detail, and a median of a few such samples lost more (texture 0.87 of the truth's on a slowly
+    drifting real plate, 0.94 with Lanczos, at the same PSNR). Lanczos reads +-4 px, so sources
+    must be background that far from the object (`_LANCZOS_REACH`).
+    """
+
+    interpolation = cv2.INTER_LANCZOS4
 
     def __init__(self, M, xs, ys, H, W, du=None, dv=None):
         if du is None:
@@ -409,8 +419,8 @@ def _temporal_fill(frames, out, keep, region, revealed, to_ref, local, opts, pro
     T, H, W = region.shape
     from_ref = np.linalg.inv(to_ref)
     keep_u8 = keep.view(np.uint8)
-    k5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))  # cubic reads +-2 px: keep the object out
-    keep_eroded = np.stack([cv2.erode(keep_u8[t], k5, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    reach = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * _LANCZOS_REACH + 1,) * 2)  # keep the object out
+    keep_eroded = np.stack([cv2.erode(keep_u8[t], reach, borderType=cv2.BORDER_CONSTANT, borderValue=0)
                             for t in range(T)])
     offs = candidate_offsets(T, int(opts["dense"]))
     samples = int(opts["samples"])
@@ -452,7 +462,7 @@ def _fill_points(sources, target, t, ys, xs, cands, valid_masks, to_ref, from_re
             break
         M = from_ref[s] @ to_ref[t]
         # Cheap exact test first: is any point valid in this source at all?
-        probe = _Sampler(M, xs[idx], ys[idx], H, W)
+        probe = _PointSampler(M, xs[idx], ys[idx], H, W)
         if not probe.mask(valid_masks[1][s] if not probe.exact else valid_masks[0][s]).any():
             continue
         disp = local.displacement(t, s, xs[idx], ys[idx])

@@ -239,6 +239,19 @@ def test_pan_fill_is_close_to_the_clean_plate_and_far_above_telea(pan, pan_resul
     assert res.revealed[region].mean() > 0.99 and not res.revealed[~region].any()
 
 
+def test_subpixel_samples_keep_more_of_the_plate_than_bicubic(monkeypatch):
+    # A quiet plate (no grain) panned by subpixel steps: Lanczos-4 reads the revealed background closer
+    # to the truth than bicubic did. Measured on seeds 1-3: +0.51, +0.41, +0.35 dB.
+    import model.native_fill as native
+
+    plate, clean, quad = make_clip(T, H, W, camera="pan", grain=0.0, seed=1)
+    region = fill_region(quad, 3)
+    lanczos = psnr(fill_native(plate, quad, grain=False).frames, clean, region)
+    monkeypatch.setattr(native._PointSampler, "interpolation", cv2.INTER_CUBIC)
+    bicubic = psnr(fill_native(plate, quad, grain=False).frames, clean, region)
+    assert lanczos > bicubic + 0.2, f"Lanczos {lanczos:.2f} dB vs bicubic {bicubic:.2f} dB"
+
+
 def test_handheld_scene_with_roll(tmp_path):
     scene = make_scene("handheld", 16, 96, 168, seed=3)
     res = fill_native(scene.plate, scene.quadmask, grain=False)
