@@ -19,10 +19,11 @@ Steps (`fill_native`):
 4. Temporal fill: each hole pixel takes the median of the `samples` nearest-in-time frames whose
    (warped) pixel is keep there, gain-matched per channel on a ring around the hole. Whole-pixel
    shifts copy exactly; others Lanczos-4. These pixels are `revealed`.
-5. Invention: what no frame shows is completed ONCE, in the frame that lacks the most, by
-   multi-scale exemplar synthesis (PatchMatch + voting, Wexler et al. 2007) from that frame's
-   background averaged over `denoise_frames` neighbours on each side (so its grain is not frozen
-   into the fill); other frames take it by the same motion, so it does not flicker.
+5. Invention: what no frame shows is completed ONCE, in the frame that lacks the most, as smooth
+   structure (transport along the surround's isophotes blended with push-pull) plus the finest
+   band of multi-scale exemplar matches (`model.patch_synthesis`), from that frame's background
+   averaged over `denoise_frames` neighbours on each side (so its grain is not frozen into the
+   fill); other frames take it by the same motion, so it does not flicker.
 6. Grain: the plate's temporal noise (3x3 colour covariance and spatial correlation, from aligned
    frame differences on keep pixels round the hole; after a subpixel warp, on the quieter half of
    them, the rest being detail the resampling could not match) is compared with the fill's, per
@@ -49,9 +50,9 @@ from model.patch_synthesis import push_pull, synthesize
 from model.plate_values import cast, decode, encode
 from shots.quadmask import grow_remove
 
-VERSION = "1.3"  # 1.1: grain on subpixel-warped shots measured without the resampling residual;
+VERSION = "1.4"  # 1.1: grain on subpixel-warped shots measured without the resampling residual;
 # 1.2: grain measured on plates whose frames mostly repeat exactly, invented detail at its surround's energy;
-# 1.3: subpixel samples read with Lanczos-4
+# 1.3: subpixel samples read with Lanczos-4; 1.4: invented background is smooth structure + exemplar fine detail
 INPAINTERS = ("patch", "fsr", "shiftmap", "telea")
 _DEFAULTS = {"samples": 3, "dense": 12, "max_features": 400, "motion": "homography", "exposure": True,
              "local": True, "flow_size": 192, "flow_min_px": 0.5, "inpaint": "patch", "patch": 7,

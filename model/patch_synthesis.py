@@ -1,9 +1,14 @@
-"""Exemplar texture synthesis for background no frame reveals (PatchMatch + voting, Wexler et al. 2007).
+"""Background no frame reveals: smooth structure plus the plate's own fine texture (Bertalmio et al. 2003).
 
-Why: a diffusion inpaint (Telea) smears a never-revealed hole into a soft blob with a fraction of the
-plate's texture. Multi-scale patch search copies real texture from the rest of the frame into it;
-matching runs on a display-like encoding and PCA patch descriptors so it is fast at plate resolution.
-`synthesize` is the entry point; `model.native_fill` calls it once per chunk and carries the result.
+Why: what was never seen cannot be predicted, so the fill's broad shape should be the expected one,
+which is smooth: push-pull interpolation averaged with transport along the surround's isophotes
+(coherence transport, Bornemann and Maerz 2007), so stripes and folds run on through the hole. A
+smooth fill alone reads as a soft blob, and copying whole exemplars (PatchMatch + voting, Wexler et
+al. 2007) invents wrong structures: edges and highlights where there were none, an outline where
+they meet the surround (on real plates 1.1-1.6 dB under the smooth fill, seams 1.3x the plate's).
+So exemplars give only the finest band, scaled to the surround's energy. Matching runs on a
+display-like encoding and PCA patch descriptors so it is fast at plate resolution. `synthesize` is
+the entry point; `model.native_fill` calls it once per chunk and carries the result.
 """
 from __future__ import annotations
 
@@ -12,10 +17,9 @@ import cv2
 import numpy as np
 
 _PCA_DIMS = 12
-_DETAIL_SIGMA = 3.0
 _FINE_SIGMA = 1.0  # the fine-detail band whose energy the fill is matched to its surround's in
 _SURROUND_PX = 7  # how far outside the hole that surround reaches
-_FINE_GAIN_MAX = 2.0  # at most this much amplitude added back: the rest is the hole not being like its surround
+_FINE_GAIN_MAX = 4.0  # at most this much amplitude: beyond it the band is not there to scale
 _FINE_RAMP_PX = 3.0  # the gain rises from 1 at the outline to full this far inside: no edge at the seam
 
 
@@ -70,7 +74,7 @@ def synthesize(native: np.ndarray, work: np.ndarray, hole: np.ndarray, patch: in
             est[hl] = _vote(img, hl, grid_y, grid_x, weights, r)
         nnf = (grid_y, grid_x)
     out = native.copy()
-    out[hole] = _render(native, hole, nnf, weights, r)
+    out[hole] = _render(native, work, hole, nnf, weights, r)
     _match_fine_detail(out, hole)
     return out
 
@@ -102,28 +106,85 @@ def _match_fine_detail(img: np.ndarray, hole: np.ndarray) -> None:
         total *= gain
 
 
-def _render(native: np.ndarray, hole: np.ndarray, nnf, weights: np.ndarray, r: int) -> np.ndarray:
-    """Hole values from the final field: the vote's low frequencies, the best matches' detail, no seam.
+def _render(native: np.ndarray, work: np.ndarray, hole: np.ndarray, nnf, weights: np.ndarray, r: int) -> np.ndarray:
+    """Hole values from the final field: smooth structure, plus the finest band of each pixel's own match.
 
-    An even vote averages slightly misaligned copies, which blurs texture (0.4-0.7 of the truth's
-    high-frequency energy on generated plates); each pixel's own match alone keeps detail but
-    seams wherever neighbours match elsewhere (about 40% of pixels). So: even vote below
-    `_DETAIL_SIGMA`, a vote dominated by the best-matching patches above it; then the mismatch
-    between what the field predicts just outside the hole and what is there is spread smoothly
-    over the hole (a membrane, as in seamless cloning), so the fill meets its surround.
+    Own matches, not a vote: votes average slightly misaligned copies, which left 0.1 of the
+    surround's fine-detail energy; where neighbours match elsewhere the band's seams are as fine as
+    the band itself.
     """
-    full = native.copy()
-    full[hole] = _vote(native, hole, nnf[0], nnf[1], weights, r)
-    low = cv2.GaussianBlur(full, (0, 0), _DETAIL_SIGMA)
-    detail = native - cv2.GaussianBlur(native, (0, 0), _DETAIL_SIGMA)
-    values = low[hole] + _vote(detail, hole, nnf[0], nnf[1], weights ** 32, r)
-    band = (cv2.dilate(hole.view(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~hole
-    by, bx = np.nonzero(band)
-    if len(by):
-        mismatch = np.zeros_like(native)
-        mismatch[by, bx] = native[by, bx] - _vote(native, band, nnf[0], nnf[1], weights, r)
-        values += push_pull(mismatch, band.astype(np.float32))[hole]
-    return values
+    fine = native - cv2.GaussianBlur(native, (0, 0), _FINE_SIGMA)
+    ys, xs = np.nonzero(hole)
+    return structure(native, work, hole)[hole] + fine[nnf[0][ys, xs], nnf[1][ys, xs]]
+
+
+def structure(native: np.ndarray, work: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """`native` (h,w,c) float32 with `hole` filled smoothly: isophote transport and push-pull, blended.
+
+    Transport carries stripes, grain lines and folds through the hole; push-pull is the better guess
+    inside random texture. The blend weight of transport is the surround's coherence (how much one
+    orientation dominates its structure tensor, 0..1), clipped to 0.25..0.75. Measured on the middle
+    frames of three still-intruder clips, PSNR over Telea (wood, cloth folds, generated shapes;
+    coherence 0.71, 0.72, 0.43): push-pull +2.3/-1.6/+1.7 dB, transport +3.8/+3.4/+1.3, blended
+    as here +3.9/+2.0-2.2/+2.2.
+    """
+    direction, coherence = _surround_orientation(work, hole)
+    weight = float(np.clip(coherence, 0.25, 0.75))
+    smooth = push_pull(native, (~hole).astype(np.float32))
+    return weight * _transport(native, hole, direction, smooth) + (1.0 - weight) * smooth
+
+
+def _surround_orientation(work: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, float]:
+    """(isophote angle per pixel, interpolated into the hole; mean coherence of the surround) from `work`."""
+    gray = work.mean(axis=2) if work.ndim == 3 else work
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1)
+    k = 2 * _SURROUND_PX + 1
+    surround = (cv2.dilate(hole.view(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~hole
+    products = np.stack([gx * gx, gx * gy, gy * gy], axis=-1)
+    if not surround.any():
+        return np.zeros(hole.shape, np.float32), 0.0
+    tensor = push_pull(products, surround.astype(np.float32))
+    jxx, jxy, jyy = tensor[..., 0], tensor[..., 1], tensor[..., 2]
+    theta = 0.5 * np.arctan2(2 * jxy, jxx - jyy) + np.pi / 2  # along the isophote, across the gradient
+    local = cv2.GaussianBlur(products, (0, 0), 4.0)[surround]
+    lxx, lxy, lyy = local[:, 0], local[:, 1], local[:, 2]
+    coherence = np.sqrt((lxx - lyy) ** 2 + 4 * lxy ** 2) / (lxx + lyy + 1e-6)
+    return theta, float(coherence.mean())
+
+
+def _transport(native: np.ndarray, hole: np.ndarray, theta: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Each hole pixel from the nearest known pixels on both sides along the isophote angle `theta`.
+
+    Values are read from `native` lightly blurred (one pixel's grain is not structure) and weighted
+    by inverse distance; where neither side reaches known background, `fallback` stands.
+    """
+    h, w = hole.shape
+    ys, xs = np.nonzero(hole)
+    dx, dy = np.cos(theta[ys, xs]), np.sin(theta[ys, xs])
+    source = cv2.GaussianBlur(native, (0, 0), 1.5).reshape(h, w, -1)
+    acc = np.zeros((len(ys), source.shape[2]), np.float32)
+    wsum = np.zeros(len(ys), np.float32)
+    for sign in (1.0, -1.0):
+        todo = np.ones(len(ys), bool)
+        for step in range(1, h + w):
+            idx = np.flatnonzero(todo)
+            if not len(idx):
+                break
+            px = np.rint(xs[idx] + sign * step * dx[idx]).astype(np.int64)
+            py = np.rint(ys[idx] + sign * step * dy[idx]).astype(np.int64)
+            inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+            todo[idx[~inside]] = False  # left the crop: no background on this side
+            idx, px, py = idx[inside], px[inside], py[inside]
+            hit = ~hole[py, px]
+            idx, px, py = idx[hit], px[hit], py[hit]
+            acc[idx] += source[py, px] / step
+            wsum[idx] += 1.0 / step
+            todo[idx] = False
+    out = fallback.copy()
+    got = wsum > 0
+    out.reshape(h, w, -1)[ys[got], xs[got]] = acc[got] / wsum[got, None]
+    return out
 
 
 def _half(img: np.ndarray, hole: np.ndarray):
