@@ -1,12 +1,12 @@
 """Background no frame reveals: smooth structure plus the plate's own fine texture (Bertalmio et al. 2003).
 
 Why: what was never seen cannot be predicted, so the fill's broad shape should be the expected one,
-which is smooth: push-pull interpolation averaged with transport along the surround's isophotes
-(coherence transport, Bornemann and Maerz 2007), so stripes and folds run on through the hole. A
+which is smooth: transport along the surround's isophotes (coherence transport, Bornemann and
+Maerz 2007), so stripes and folds run on through the hole, blended with push-pull interpolation. A
 smooth fill alone reads as a soft blob, and copying whole exemplars (PatchMatch + voting, Wexler et
-al. 2007) invents wrong structures: edges and highlights where there were none, an outline where
-they meet the surround (on real plates 1.1-1.6 dB under the smooth fill, seams 1.3x the plate's).
-So exemplars give only the finest band, scaled to the surround's energy. Matching runs on a
+al. 2007) invented wrong structure: edges and highlights where there were none, a blob with an
+outline (bench/quality_real.py still intruders: 1.6-4.0 dB under this fill, seams up to 1.35x the
+plate's). So exemplars give only the finest band, scaled to the surround's energy. Matching runs on a
 display-like encoding and PCA patch descriptors so it is fast at plate resolution. `synthesize` is
 the entry point; `model.native_fill` calls it once per chunk and carries the result.
 """
@@ -74,7 +74,7 @@ def synthesize(native: np.ndarray, work: np.ndarray, hole: np.ndarray, patch: in
             est[hl] = _vote(img, hl, grid_y, grid_x, weights, r)
         nnf = (grid_y, grid_x)
     out = native.copy()
-    out[hole] = _render(native, work, hole, nnf, weights, r)
+    out[hole] = _render(native, work, hole, nnf)
     _match_fine_detail(out, hole)
     return out
 
@@ -82,9 +82,9 @@ def synthesize(native: np.ndarray, work: np.ndarray, hole: np.ndarray, patch: in
 def _match_fine_detail(img: np.ndarray, hole: np.ndarray) -> None:
     """Scale the hole's fine-detail band of `img` (in place) up to the energy of the band just outside it.
 
-    Exemplar search favours smooth sources (a smooth estimate matches them best) and voting averages
-    what is left: the invented fill had 0.55-0.66 of the truth's fine-detail energy on real and
-    generated plates and read as a soft patch. The surround `_SURROUND_PX` px outside the hole is the
+    Exemplar search favours smooth sources (a smooth estimate matches them best): the matches' finest
+    band had 0.1-0.6 of the surround's energy (generated plates, tests) and the fill read as a soft
+    patch. The surround `_SURROUND_PX` px outside the hole is the
     best known guide to what belongs inside; the gain is capped (`_FINE_GAIN_MAX`) and ramps in from
     the outline, so the seam does not change.
     """
@@ -106,7 +106,7 @@ def _match_fine_detail(img: np.ndarray, hole: np.ndarray) -> None:
         total *= gain
 
 
-def _render(native: np.ndarray, work: np.ndarray, hole: np.ndarray, nnf, weights: np.ndarray, r: int) -> np.ndarray:
+def _render(native: np.ndarray, work: np.ndarray, hole: np.ndarray, nnf) -> np.ndarray:
     """Hole values from the final field: smooth structure, plus the finest band of each pixel's own match.
 
     Own matches, not a vote: votes average slightly misaligned copies, which left 0.1 of the
@@ -123,10 +123,10 @@ def structure(native: np.ndarray, work: np.ndarray, hole: np.ndarray) -> np.ndar
 
     Transport carries stripes, grain lines and folds through the hole; push-pull is the better guess
     inside random texture. The blend weight of transport is the surround's coherence (how much one
-    orientation dominates its structure tensor, 0..1), clipped to 0.25..0.75. Measured on the middle
-    frames of three still-intruder clips, PSNR over Telea (wood, cloth folds, generated shapes;
-    coherence 0.71, 0.72, 0.43): push-pull +2.3/-1.6/+1.7 dB, transport +3.8/+3.4/+1.3, blended
-    as here +3.9/+2.0-2.2/+2.2.
+    orientation dominates its structure tensor, 0..1), clipped to 0.25..0.75. On single frames of
+    three still-intruder clips (wood, cloth folds, generated shapes; coherence 0.71, 0.72, 0.43),
+    PSNR over Telea: push-pull +2.3/-1.6/+1.7 dB, transport +3.8/+3.4/+1.3; in
+    bench/quality_real.py, the whole fill with this blend: +2.9/+2.8/+1.5.
     """
     direction, coherence = _surround_orientation(work, hole)
     weight = float(np.clip(coherence, 0.25, 0.75))
