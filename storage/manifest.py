@@ -73,7 +73,9 @@ def encode(rows: list[dict], schema: pa.Schema) -> bytes:
 def decode(data: bytes, what: str = "manifest", schema: pa.Schema | None = None) -> list[dict]:
     """Parquet bytes -> rows; older schema versions come back with the new columns null."""
     try:
-        table = pq.read_table(io.BytesIO(data))
+        # One file, read on this thread: Arrow's reader pools outlive a short command and abort it at
+        # exit ("terminate called without an active exception"), so `voidbatch status` lied under load.
+        table = pq.ParquetFile(io.BytesIO(data), pre_buffer=False).read(use_threads=False)
     except (pa.ArrowException, OSError) as e:
         raise ManifestError(f"{what} is damaged ({type(e).__name__}: {e})") from None
     meta = table.schema.metadata or {}

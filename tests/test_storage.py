@@ -113,6 +113,29 @@ def test_manifest_schema_version_checked(store):
         manifest.read_shots(store)
 
 
+def test_reading_the_manifest_starts_no_arrow_threads(tmp_path):
+    """Arrow's reader pools outlive a short command: under load `voidbatch status` printed its table
+    and then aborted at exit ("terminate called without an active exception", exit -6, 2 runs in 12
+    beside three busy loops), so its exit code lied. A read must leave no native thread behind."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from datetime import datetime, timezone
+        from storage import manifest
+        from storage.schema import SHOTS_SCHEMA
+        data = manifest.encode([dict(run_id="r1", attempt=1, shot_id="sh010", status="done",
+                                     started_at=datetime.now(timezone.utc))], SHOTS_SCHEMA)
+        before = len(os.listdir("/proc/self/task"))
+        rows = manifest.decode(data, schema=SHOTS_SCHEMA)
+        after = len(os.listdir("/proc/self/task"))
+        print(len(rows), before, after)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows, before, after = map(int, res.stdout.split())
+    assert rows == 1 and after == before, f"{after - before} threads started by one manifest read"
+
+
 def test_manifest_write_killed_midway_leaves_old_intact(tmp_path):
     """SIGKILL a process that rewrites a large manifest over and over: what is left always reads."""
     out = tmp_path / "out"
