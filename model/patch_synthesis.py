@@ -88,8 +88,7 @@ def _match_fine_detail(img: np.ndarray, hole: np.ndarray) -> None:
     best known guide to what belongs inside; the gain is capped (`_FINE_GAIN_MAX`) and ramps in from
     the outline, so the seam does not change.
     """
-    k = 2 * _SURROUND_PX + 1
-    surround = (cv2.dilate(hole.view(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~hole
+    surround = _surround(hole)
     inner = cv2.erode(hole.view(np.uint8), np.ones((5, 5), np.uint8)) > 0  # the band's reach stays inside
     if not surround.any() or not inner.any():
         return
@@ -104,6 +103,12 @@ def _match_fine_detail(img: np.ndarray, hole: np.ndarray) -> None:
         gain = min(_FINE_GAIN_MAX / total, (want / have) ** 0.5)
         img[hole] += (gain - 1.0) * ramp * fine[hole]
         total *= gain
+
+
+def _surround(hole: np.ndarray) -> np.ndarray:
+    """Known pixels within `_SURROUND_PX` px of the hole: the guide to its orientation and fine-detail energy."""
+    k = 2 * _SURROUND_PX + 1
+    return (cv2.dilate(hole.view(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~hole
 
 
 def _render(native: np.ndarray, work: np.ndarray, hole: np.ndarray, nnf) -> np.ndarray:
@@ -139,8 +144,7 @@ def _surround_orientation(work: np.ndarray, hole: np.ndarray) -> tuple[np.ndarra
     gray = work.mean(axis=2) if work.ndim == 3 else work
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1)
-    k = 2 * _SURROUND_PX + 1
-    surround = (cv2.dilate(hole.view(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~hole
+    surround = _surround(hole)
     products = np.stack([gx * gx, gx * gy, gy * gy], axis=-1)
     if not surround.any():
         return np.zeros(hole.shape, np.float32), 0.0
